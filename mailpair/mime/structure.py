@@ -1,0 +1,184 @@
+"""ENVELOPE and BODYSTRUCTURE (RFC 3501 7.4.2 / RFC 9051 7.5.2) computed from raw bytes.
+
+The result is plain nested lists of bytes, ints and None, ready for the IMAP response writer and
+for msgpack (so it can travel inside a log record): the active computes it once, and every copy
+stores exactly what the active computed.
+
+Rules kept: never raise on any input (bad charsets, missing headers, broken MIME all still give a
+structure); header strings are the raw header bytes, unfolded, never decoded, as IMAP requires.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+from email.message import Message
+from email.utils import getaddresses
+
+_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
+
+Nested = list  # nested lists of bytes | int | None
+
+
+def _raw_header(msg: Message, name: str) -> bytes | None:
+    value = msg.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value)
+    value = value.replace("\r\n", "").replace("\n", "")
+    return value.strip().encode("utf-8", "surrogateescape")
+
+
+def _addresses(msg: Message, name: str) -> Nested | None:
+    values = msg.get_all(name)
+    if not values:
+        return None
+    out: Nested = []
+    raw = [str(v).replace("\r\n", "").replace("\n", "") for v in values]
+    for display, addr in getaddresses(raw):
+        if not addr and not display:
+            continue
+        if "@" in addr:
+            mailbox, _, host = addr.rpartition("@")
+        else:
+            mailbox, host = addr, ""
+        out.append(
+            [
+                display.encode("utf-8", "surrogateescape") or None,
+                None,
+                mailbox.encode("utf-8", "surrogateescape") or None,
+                host.encode("utf-8", "surrogateescape") or None,
+            ]
+        )
+    return out or None
+
+
+def envelope(msg: Message) -> Nested:
+    sender_from = _addresses(msg, "From")
+    sender = _addresses(msg, "Sender") or sender_from
+    reply_to = _addresses(msg, "Reply-To") or sender_from
+    return [
+        _raw_header(msg, "Date"),
+        _raw_header(msg, "Subject"),
+        sender_from,
+        sender,
+        reply_to,
+        _addresses(msg, "To"),
+        _addresses(msg, "Cc"),
+        _addresses(msg, "Bcc"),
+        _raw_header(msg, "In-Reply-To"),
+        _raw_header(msg, "Message-ID"),
+    ]
+
+
+def _b(s: str | None) -> bytes | None:
+    return None if s is None else s.encode("utf-8", "surrogateescape")
+
+
+def _params(msg: Message, header: str) -> Nested | None:
+    try:
+        params = msg.get_params(header=header)
+    except Exception:
+        return None
+    if not params:
+        return None
+    out: Nested = []
+    for key, value in params[1:]:
+        if isinstance(value, tuple):  # RFC 2231 continuation: keep it as sent
+            value = email.utils.collapse_rfc2231_value(value)
+        out += [_b(key.upper()), _b(str(value))]
+    return out or None
+
+
+def _disposition(msg: Message) -> Nested | None:
+    value = msg.get("Content-Disposition")
+    if value is None:
+        return None
+    kind = str(value).split(";", 1)[0].strip()
+    if not kind:
+        return None
+    return [_b(kind.upper()), _params(msg, "content-disposition")]
+
+
+def _language(msg: Message) -> Nested | None:
+    value = msg.get("Content-Language")
+    if value is None:
+        return None
+    langs = [v.strip() for v in str(value).split(",") if v.strip()]
+    return [_b(v) for v in langs] or None
+
+
+def _split_header_body(raw: bytes) -> tuple[bytes, bytes]:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = raw.find(sep)
+        if i >= 0:
+            return raw[: i + len(sep)], raw[i + len(sep) :]
+    return raw, b""
+
+
+def _lines(data: bytes) -> int:
+    if not data:
+        return 0
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def _part_body_bytes(msg: Message) -> bytes:
+    payload = msg.get_payload(decode=False)
+    if isinstance(payload, str):
+        data = payload.encode("utf-8", "surrogateescape")
+    elif isinstance(payload, bytes):
+        data = payload
+    else:
+        data = b""
+    # The parser keeps line endings as they were; count sizes on CRLF form as IMAP does.
+    if b"\r\n" not in data:
+        data = data.replace(b"\n", b"\r\n")
+    return data
+
+
+def bodystructure(msg: Message, extended: bool = True) -> Nested:
+    ctype = msg.get_content_type()
+    maintype, _, subtype = ctype.partition("/")
+    if msg.is_multipart() and isinstance(msg.get_payload(), list):
+        parts: Nested = [bodystructure(p, extended) for p in msg.get_payload()]
+        if not parts:
+            parts = [bodystructure(Message(), extended)]
+        out = [parts, _b(subtype.upper())]
+        if extended:
+            out += [_params(msg, "content-type"), _disposition(msg), _language(msg), _raw_header(msg, "Content-Location")]
+        return out
+    body = _part_body_bytes(msg)
+    params = _params(msg, "content-type")
+    if params is None and maintype == "text":
+        params = [b"CHARSET", b"US-ASCII"]
+    encoding = (msg.get("Content-Transfer-Encoding") or "7BIT").strip().upper() or "7BIT"
+    out = [
+        _b(maintype.upper()),
+        _b(subtype.upper()),
+        params,
+        _raw_header(msg, "Content-ID"),
+        _raw_header(msg, "Content-Description"),
+        _b(encoding),
+        len(body),
+    ]
+    if ctype == "message/rfc822":
+        inner = msg.get_payload()
+        inner_msg = inner[0] if isinstance(inner, list) and inner else None
+        if not isinstance(inner_msg, Message):
+            inner_msg = _PARSER.parsebytes(body)
+        out += [envelope(inner_msg), bodystructure(inner_msg, extended), _lines(body)]
+    elif maintype == "text":
+        out.append(_lines(body))
+    if extended:
+        out += [_raw_header(msg, "Content-MD5"), _disposition(msg), _language(msg), _raw_header(msg, "Content-Location")]
+    return out
+
+
+def analyse(raw: bytes) -> tuple[Nested, Nested]:
+    """(envelope, bodystructure) of a raw RFC 5322 message; never raises."""
+    try:
+        msg = _PARSER.parsebytes(raw)
+        return envelope(msg), bodystructure(msg)
+    except Exception:  # pragma: no cover - the parser is lenient; this is the last guard
+        return [None] * 10, [b"TEXT", b"PLAIN", [b"CHARSET", b"US-ASCII"], None, None, b"7BIT", len(raw), _lines(raw), None, None, None, None]

@@ -1,0 +1,519 @@
+"""One mailbox database: its log, its materialised state, and the thread that writes both.
+
+Rules this module keeps (../shared/DESIGN.md, rules 1, 4, 5):
+- All writes happen on one dedicated writer thread per database. Requests queue up while the
+  thread is busy; each turn takes every waiting request (group commit), decides and applies them
+  inside one open SQLite transaction, appends their records to the log with one fsync, and only
+  then commits the transaction and answers the callers. So the committed database never holds the
+  effect of a record that is not durable, and a caller told "done" can read its change at once.
+- If the log cannot be written (full disk, size limit), the transaction is rolled back: nothing
+  changed, callers get StoreUnavailable, and later requests work again once there is room.
+- If the log was written but the state could not be committed, the database replays the log before
+  it accepts anything else: the replay used by crash recovery and by the passive copy.
+- Reads use their own connection on their own thread (WAL lets them run beside the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mailpair.mime import analyse
+from mailpair.store import decide, names
+from mailpair.store.apply import ReplayError, apply_record
+from mailpair.store.errors import NotActive, StoreError, StoreUnavailable, TooLarge
+from mailpair.store.log import DEFAULT_SEGMENT_SIZE, LogCorruption, LogError, Record, TransactionLog
+from mailpair.store.records import RecordType, pack, unpack
+from mailpair.store.schema import connect, get_meta, set_meta
+
+log = logging.getLogger("mailpair.store")
+
+CHECKPOINT_EVERY = 20_000  # records between automatic checkpoints
+DEFAULT_MAX_MESSAGE = 25 * 1024 * 1024
+
+
+class StaleEpoch(ReplayError):
+    """A record from an older epoch than the state already holds (rule 3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a committed record changed, for listeners (IMAP IDLE, replication, metrics)."""
+
+    lsn: int
+    type: RecordType
+    mailbox_ids: tuple[int, ...]
+    accounts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    segment_size: int = DEFAULT_SEGMENT_SIZE
+    max_log_bytes: int | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE
+    fsync: bool = True
+    checkpoint_every: int = CHECKPOINT_EVERY
+
+
+class _Request:
+    __slots__ = ("kind", "args", "future")
+
+    def __init__(self, kind: str, args: dict[str, Any]):
+        self.kind = kind
+        self.args = args
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+
+
+_STOP = object()
+
+
+def _changes_of(rtype: RecordType, p: dict[str, Any], lsn: int) -> Change:
+    boxes: tuple[int, ...] = ()
+    accounts: tuple[str, ...] = ()
+    if rtype in (RecordType.DELIVER, RecordType.APPEND):
+        boxes = tuple(t[1] for t in p["targets"])
+        accounts = tuple(t[0] for t in p["targets"])
+    elif rtype in (RecordType.FLAGS, RecordType.EXPUNGE):
+        boxes = (p["mailbox"],)
+    elif rtype in (RecordType.COPY, RecordType.MOVE):
+        boxes = (p["src"], p["dst"])
+    elif rtype is RecordType.MAILBOX_DELETE:
+        boxes = (p["id"],)
+    elif "account" in p:
+        accounts = (p["account"],)
+    elif "name" in p:
+        accounts = (p["name"],)
+    return Change(lsn, rtype, boxes, accounts)
+
+
+class Database:
+    """A database directory: `log/` (segments), `state.sqlite`, `pins.json`, `id`."""
+
+    def __init__(self, path: Path, config: DatabaseConfig | None = None, writable: bool = True):
+        self.path = Path(path)
+        self.name = self.path.name
+        self.config = config or DatabaseConfig()
+        self.writable = writable
+        self.epoch = 1
+        self._listeners: list[Callable[[list[Change]], None]] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.name}")
+        self._read_conn: sqlite3.Connection | None = None
+        self._needs_replay = False
+        self.applied_lsn = 0
+        self.commit_latency: list[float] = []  # seconds; drained by metrics
+        self.stats = {"commits": 0, "records": 0, "batches": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(cls, path: Path, config: DatabaseConfig | None = None) -> Database:
+        path = Path(path)
+        names.check_database(path.name)
+        if (path / "id").exists():
+            raise StoreError(f"database {path.name} exists")
+        path.mkdir(parents=True, exist_ok=True)
+        db_id = uuid.uuid4()
+        tmp = path / "id.tmp"
+        tmp.write_text(str(db_id) + "\n")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.rename(tmp, path / "id")
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(fd)
+        os.close(fd)
+        db = cls(path, config)
+        db.open()
+        return db
+
+    @property
+    def db_id(self) -> bytes:
+        return uuid.UUID((self.path / "id").read_text().strip()).bytes
+
+    def open(self) -> None:
+        """Open the log (cutting a torn tail), then replay what the state has not applied."""
+        if not (self.path / "id").exists():
+            raise StoreError(f"{self.path} is not a mailpair database (no id file)")
+        self.log = TransactionLog(
+            self.path / "log",
+            self.db_id,
+            segment_size=self.config.segment_size,
+            max_bytes=self.config.max_log_bytes,
+            fsync=self.config.fsync,
+        )
+        self.log.open()
+        self._conn = connect(self.path / "state.sqlite")
+        state_id = get_meta(self._conn, "db_id")
+        if state_id is None:
+            set_meta(self._conn, "db_id", self.db_id)
+        elif state_id != self.db_id:
+            raise StoreError(f"{self.path}/state.sqlite belongs to another database")
+        self.applied_lsn = get_meta(self._conn, "applied_lsn", 0)
+        self.epoch = max(get_meta(self._conn, "epoch", 1), self.log.last_epoch)
+        if not self.log.segments() and self.applied_lsn > 0:
+            # A seeded copy: the state came from a snapshot, the log starts right after it.
+            self.log.last_lsn = self.applied_lsn
+        if self.applied_lsn > self.log.last_lsn:
+            raise LogCorruption(
+                f"database {self.name}: state has applied LSN {self.applied_lsn} but the log ends at "
+                f"{self.log.last_lsn}; records the state holds are missing from the log",
+                lsn=self.log.last_lsn + 1,
+            )
+        self.replay_pending()
+        self._writer = threading.Thread(target=self._write_loop, name=f"write-{self.name}", daemon=True)
+        self._writer.start()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            self._writer.join()
+            self._writer = None
+        self._reader.submit(self._close_reader).result()
+        self._reader.shutdown()
+        self.log.close()
+
+    def _close_reader(self) -> None:
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
+
+    # ------------------------------------------------------------------ replay
+    def replay_records(self, records: Iterable[Record]) -> int:
+        """Apply records in LSN order after applied_lsn, in one transaction. The single replay
+        path: crash recovery, the passive copy, and recovery after a failed commit use it."""
+        conn = self._conn
+        count = 0
+        last = None
+        changes: list[Change] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            epoch = get_meta(conn, "epoch", 1)
+            for rec in records:
+                if rec.lsn <= self.applied_lsn:
+                    continue
+                if rec.lsn != self.applied_lsn + count + 1:
+                    raise ReplayError(f"record LSN {rec.lsn} does not follow {self.applied_lsn + count}")
+                if rec.epoch < epoch:
+                    raise StaleEpoch(f"record LSN {rec.lsn} is from epoch {rec.epoch}, state is in {epoch}")
+                epoch = rec.epoch
+                payload = unpack(rec.payload)
+                apply_record(conn, rec.type, payload, rec.lsn, rec.timestamp_us)
+                changes.append(_changes_of(RecordType(rec.type), payload, rec.lsn))
+                count += 1
+                last = rec
+            if last is not None:
+                set_meta(conn, "applied_lsn", last.lsn)
+                set_meta(conn, "epoch", epoch)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if last is not None:
+            self.applied_lsn = last.lsn
+            self.epoch = max(self.epoch, epoch)
+            self._notify(changes)
+        return count
+
+    def replay_pending(self, batch: int = 2000) -> int:
+        """Replay everything in the log after applied_lsn (crash recovery)."""
+        total = 0
+        while self.applied_lsn < self.log.last_lsn:
+            upto = min(self.log.last_lsn, self.applied_lsn + batch)
+            total += self.replay_records(self.log.read_from(self.applied_lsn + 1, upto))
+        self._needs_replay = False
+        return total
+
+    # ------------------------------------------------------------------ passive copy
+    def store_received(self, records: list[Record], raw: list[bytes] | None = None) -> int:
+        """Store records received from the active (already inspected) in this copy's log, with
+        fsync. They must continue the log exactly and never go back in epoch. Returns the stored
+        LSN. Runs on the writer thread so it is ordered with replay."""
+        if not records:
+            return self.log.last_lsn
+
+        def store() -> int:
+            expected = self.log.last_lsn + 1
+            if records[0].lsn != expected:
+                raise ReplayError(f"received LSN {records[0].lsn}, expected {expected}")
+            epoch = self.log.last_epoch
+            for i, rec in enumerate(records):
+                if rec.lsn != expected + i:
+                    raise ReplayError(f"received LSN {rec.lsn}, expected {expected + i}")
+                if rec.epoch < epoch:
+                    raise StaleEpoch(f"received LSN {rec.lsn} from epoch {rec.epoch} after epoch {epoch}")
+                epoch = rec.epoch
+            self.log.append(raw if raw is not None else [r.encode() for r in records], records[-1])
+            return self.log.last_lsn
+
+        return self.call_on_writer(store)
+
+    def replay_stored(self, upto: int | None = None, batch: int = 2000) -> int:
+        """Apply stored records up to `upto` (default: all) on the writer thread: the passive's
+        replayer. Returns how many were applied."""
+
+        def replay() -> int:
+            total = 0
+            end = self.log.last_lsn if upto is None else min(upto, self.log.last_lsn)
+            while self.applied_lsn < end:
+                stop = min(end, self.applied_lsn + batch)
+                total += self.replay_records(self.log.read_from(self.applied_lsn + 1, stop))
+            return total
+
+        return self.call_on_writer(replay)
+
+    def set_writable(self, writable: bool, epoch: int | None = None) -> None:
+        """Change role, ordered with writes. A node that becomes active in a new epoch writes an
+        EPOCH record first, so every later record carries it."""
+
+        def change() -> None:
+            self.writable = writable
+            if epoch is not None and epoch > self.epoch:
+                self.epoch = epoch
+
+        self.call_on_writer(change)
+
+    # ------------------------------------------------------------------ writes
+    def submit(self, kind: str, args: dict[str, Any]) -> concurrent.futures.Future:
+        """Queue an operation for the writer; the future resolves once it is durable and applied."""
+        req = _Request(kind, args)
+        if kind not in decide.DECIDERS:
+            req.future.set_exception(StoreError(f"unknown operation {kind}"))
+        elif not self.writable:
+            req.future.set_exception(NotActive(f"database {self.name} is a passive copy on this node"))
+        elif self._writer is None:
+            req.future.set_exception(StoreUnavailable(f"database {self.name} is closed"))
+        else:
+            self._queue.put(req)
+        return req.future
+
+    def commit(self, kind: str, **args: Any) -> Any:
+        """Blocking form, for the CLI and tests."""
+        return self.submit(kind, args).result()
+
+    async def acommit(self, kind: str, **args: Any) -> Any:
+        return await asyncio.wrap_future(self.submit(kind, args))
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch: list[_Request] = []
+            while True:
+                if item is _STOP or isinstance(item, _CallRequest):
+                    break
+                batch.append(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    item = None
+                    break
+            if batch:
+                try:
+                    self._commit_batch(batch)
+                except BaseException as e:  # never leave a caller waiting
+                    log.exception("database %s: write failed", self.name)
+                    for req in batch:
+                        if not req.future.done():
+                            req.future.set_exception(StoreUnavailable(f"write failed: {e}"))
+            if isinstance(item, _CallRequest):
+                try:
+                    item.future.set_result(item.fn())
+                except BaseException as e:
+                    item.future.set_exception(e)
+            elif item is _STOP:
+                return
+
+    def _commit_batch(self, batch: list[_Request]) -> None:
+        started = time.perf_counter()
+        if self._needs_replay:
+            try:
+                self.replay_pending()
+            except Exception as e:
+                for req in batch:
+                    req.future.set_exception(StoreUnavailable(f"database {self.name} cannot catch up: {e}"))
+                return
+        if not self.writable:
+            for req in batch:
+                req.future.set_exception(NotActive(f"database {self.name} is a passive copy on this node"))
+            return
+        conn = self._conn
+        now_us = time.time_ns() // 1000
+        alloc = decide.Allocator(conn, now_us)
+        records: list[Record] = []
+        payloads: list[dict[str, Any]] = []
+        outcomes: list[tuple[_Request, Any, BaseException | None]] = []
+        lsn = self.log.last_lsn
+        conn.execute("BEGIN IMMEDIATE")
+        for req in batch:
+            rtype, fn = decide.DECIDERS[req.kind]
+            conn.execute("SAVEPOINT op")
+            try:
+                payload, result = fn(conn, alloc, req.args)
+                if payload is not None:
+                    rec = Record(lsn + 1, self.epoch, now_us, int(rtype), pack(payload))
+                    apply_record(conn, rtype, payload, rec.lsn, now_us)
+                    lsn += 1
+                    records.append(rec)
+                    payloads.append(payload)
+                    result = {**result, "lsn": rec.lsn} if isinstance(result, dict) else result
+                conn.execute("RELEASE op")
+                outcomes.append((req, result, None))
+            except (StoreError, ValueError, ReplayError, sqlite3.IntegrityError) as e:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                err = e if isinstance(e, StoreError) else StoreError(str(e))
+                outcomes.append((req, None, err))
+        try:
+            if records:
+                self.log.append([r.encode() for r in records], records[-1])
+                set_meta(conn, "applied_lsn", records[-1].lsn)
+                set_meta(conn, "epoch", self.epoch)
+        except (LogError, OSError) as e:
+            conn.execute("ROLLBACK")
+            for req, _, _ in outcomes:
+                req.future.set_exception(StoreUnavailable(f"cannot write the log: {e}"))
+            return
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            # The records are durable in the log but not in the state: replay them before anything else.
+            self._needs_replay = True
+            for req, _, _ in outcomes:
+                req.future.set_exception(StoreUnavailable(f"cannot update the database: {e}"))
+            return
+        if records:
+            self.applied_lsn = records[-1].lsn
+            self.stats["records"] += len(records)
+        self.stats["batches"] += 1
+        self.stats["commits"] += len(outcomes)
+        elapsed = time.perf_counter() - started
+        if len(self.commit_latency) < 100_000:
+            self.commit_latency.append(elapsed)
+        for req, result, err in outcomes:
+            if err is not None:
+                req.future.set_exception(err)
+            else:
+                req.future.set_result(result)
+        if records:
+            self._notify([_changes_of(RecordType(r.type), p, r.lsn) for r, p in zip(records, payloads, strict=True)])
+            if self.applied_lsn - self.checkpoint_lsn() >= self.config.checkpoint_every:
+                self._checkpoint()
+
+    # ------------------------------------------------------------------ checkpoint and pins
+    def _pins_path(self) -> Path:
+        return self.path / "pins.json"
+
+    def pins(self) -> dict[str, int]:
+        try:
+            return json.loads(self._pins_path().read_text())
+        except FileNotFoundError:
+            return {}
+
+    def set_pin(self, name: str, lsn: int | None) -> None:
+        """A pin is the first LSN its owner still needs; None removes it."""
+        pins = self.pins()
+        if lsn is None:
+            pins.pop(name, None)
+        else:
+            pins[name] = int(lsn)
+        tmp = self._pins_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps(pins, sort_keys=True))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.rename(tmp, self._pins_path())
+
+    def checkpoint_lsn(self) -> int:
+        return self.pins().get("checkpoint", 1) - 1
+
+    def _checkpoint(self) -> None:
+        """Make the state file durable (WAL checkpoint, fsync) and pin only what comes after."""
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        fd = os.open(self.path / "state.sqlite", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.set_pin("checkpoint", self.applied_lsn + 1)
+        self.truncate()
+
+    def checkpoint(self) -> None:
+        """Checkpoint from any thread: runs on the writer, between batches."""
+        self.call_on_writer(self._checkpoint)
+
+    def call_on_writer(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the writer thread, ordered with writes (checkpoints, role changes)."""
+        req = _CallRequest(fn)
+        if self._writer is None:
+            return fn()
+        self._queue.put(req)
+        return req.future.result()
+
+    def truncate(self) -> list[str]:
+        """Delete segments no pin needs. The checkpoint pin is always honoured: with no checkpoint
+        yet, nothing is deleted."""
+        pins = self.pins()
+        if "checkpoint" not in pins:
+            return []
+        return self.log.truncate_before(min(pins.values()))
+
+    # ------------------------------------------------------------------ reads
+    def _reader_conn(self) -> sqlite3.Connection:
+        if self._read_conn is None:
+            self._read_conn = connect(self.path / "state.sqlite", readonly=True)
+        return self._read_conn
+
+    def read_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._reader.submit(lambda: fn(self._reader_conn(), *args)).result()
+
+    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run fn(conn, *args) on this database's reader thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, lambda: fn(self._reader_conn(), *args))
+
+    # ------------------------------------------------------------------ listeners
+    def add_listener(self, fn: Callable[[list[Change]], None]) -> None:
+        """fn is called on the writer thread after each commit; it must not block."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[list[Change]], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def _notify(self, changes: list[Change]) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(changes)
+            except Exception:
+                log.exception("listener failed")
+
+
+class _CallRequest:
+    """A function to run on the writer thread between batches."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self.fn = fn
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+
+
+def prepare_message(raw: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE) -> dict[str, Any]:
+    """Parse a message once, off the writer thread: its ENVELOPE and BODYSTRUCTURE travel in the
+    record so no copy has to parse it again."""
+    if len(raw) > max_bytes:
+        raise TooLarge(f"message of {len(raw)} bytes is over the limit of {max_bytes}")
+    env, bs = analyse(raw)
+    return {"raw": raw, "env": pack(env), "bs": pack(bs)}

@@ -1,0 +1,433 @@
+"""The transaction log: framed, checksummed records in fixed-size segment files.
+
+Rules this module keeps:
+- A record is on disk in one piece or is not acknowledged: every batch is written with one
+  write() and made durable with one fdatasync (group commit), and the writer answers only after.
+- Segments are preallocated to a fixed size, so fdatasync never has to flush a size change; a new
+  segment is fsync'd together with its directory before the first record lands in it.
+- Records never span segments; each segment header names the database id, its own first LSN and
+  the first LSN of the segment it follows, so a gap or a foreign segment is seen at once.
+- Reading stops at the first record that fails its checksum. In the last segment, a bad record
+  with nothing valid after it is a torn tail (never acknowledged) and is cut off; anywhere else it
+  is corruption, reported with the segment and the LSN, and nothing after it is read.
+
+Record layout (little endian), padded to 8 bytes:
+    crc32c u32 | length u32 | lsn u64 | epoch u64 | timestamp_us u64 | type u16 | pad u16 | payload
+The checksum covers everything after itself, up to the end of the payload; `length` is the
+payload's length.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import crc32c
+
+SEGMENT_MAGIC = b"MPLOGSG1"
+SEGMENT_HEADER = struct.Struct("<8sI16sQQQ")  # magic, version, db id, first lsn, prev first lsn, size
+SEGMENT_HEADER_SIZE = 64  # header plus its crc, padded
+RECORD_HEADER = struct.Struct("<IIQQQHH")
+RECORD_HEADER_SIZE = RECORD_HEADER.size  # 36
+ALIGN = 8
+DEFAULT_SEGMENT_SIZE = 32 * 1024 * 1024
+VERSION = 1
+
+
+class LogError(Exception):
+    """The log cannot be read or written as asked."""
+
+
+class LogCorruption(LogError):
+    """A record or segment failed its checks; names where."""
+
+    def __init__(self, message: str, segment: str | None = None, lsn: int | None = None):
+        super().__init__(message)
+        self.segment = segment
+        self.lsn = lsn
+
+
+class LogFull(LogError):
+    """The disk (or the configured size limit) has no room for the next record."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    lsn: int
+    epoch: int
+    timestamp_us: int
+    type: int
+    payload: bytes
+
+    def encode(self) -> bytes:
+        return encode_record(self.lsn, self.epoch, self.timestamp_us, self.type, self.payload)
+
+
+def _padded(n: int) -> int:
+    return (n + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def encode_record(lsn: int, epoch: int, timestamp_us: int, rtype: int, payload: bytes) -> bytes:
+    body = RECORD_HEADER.pack(0, len(payload), lsn, epoch, timestamp_us, rtype, 0)[4:] + payload
+    crc = crc32c.crc32c(body)
+    raw = struct.pack("<I", crc) + body
+    return raw + b"\0" * (_padded(len(raw)) - len(raw))
+
+
+def decode_record(buf: bytes | memoryview, offset: int = 0) -> tuple[Record, int] | None:
+    """Decode one record at offset; None when it is absent, short or fails its checksum."""
+    if offset + RECORD_HEADER_SIZE > len(buf):
+        return None
+    crc, length, lsn, epoch, ts, rtype, _pad = RECORD_HEADER.unpack_from(buf, offset)
+    end = offset + RECORD_HEADER_SIZE + length
+    if lsn == 0 or end > len(buf):
+        return None
+    if crc32c.crc32c(bytes(buf[offset + 4 : end])) != crc:
+        return None
+    payload = bytes(buf[offset + RECORD_HEADER_SIZE : end])
+    return Record(lsn, epoch, ts, rtype, payload), offset + _padded(end - offset)
+
+
+def segment_name(first_lsn: int) -> str:
+    return f"{first_lsn:016x}.log"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _segment_header(db_id: bytes, first_lsn: int, prev_first: int, size: int) -> bytes:
+    head = SEGMENT_HEADER.pack(SEGMENT_MAGIC, VERSION, db_id, first_lsn, prev_first, size)
+    head += struct.pack("<I", crc32c.crc32c(head))
+    return head + b"\0" * (SEGMENT_HEADER_SIZE - len(head))
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    path: Path
+    first_lsn: int
+    prev_first_lsn: int
+    size: int
+
+
+def read_segment_header(path: Path, db_id: bytes | None = None) -> SegmentInfo:
+    with open(path, "rb") as f:
+        head = f.read(SEGMENT_HEADER_SIZE)
+    if len(head) < SEGMENT_HEADER_SIZE:
+        raise LogCorruption(f"segment {path.name}: header is short", segment=path.name)
+    magic, version, seg_db, first, prev, size = SEGMENT_HEADER.unpack_from(head)
+    (crc,) = struct.unpack_from("<I", head, SEGMENT_HEADER.size)
+    if magic != SEGMENT_MAGIC or crc32c.crc32c(head[: SEGMENT_HEADER.size]) != crc:
+        raise LogCorruption(f"segment {path.name}: header is damaged", segment=path.name)
+    if version != VERSION:
+        raise LogCorruption(f"segment {path.name}: unknown version {version}", segment=path.name)
+    if db_id is not None and seg_db != db_id:
+        raise LogCorruption(
+            f"segment {path.name}: belongs to database {uuid.UUID(bytes=seg_db)}, not this one",
+            segment=path.name,
+        )
+    if segment_name(first) != path.name:
+        raise LogCorruption(f"segment {path.name}: header says first LSN {first}", segment=path.name)
+    return SegmentInfo(path, first, prev, size)
+
+
+class TransactionLog:
+    """One database's log directory. Appends come from one thread (the database's writer);
+    readers (replay, shipping, verify) may read concurrently from other threads."""
+
+    def __init__(
+        self,
+        directory: Path,
+        db_id: bytes,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        max_bytes: int | None = None,
+        fsync: bool = True,
+    ):
+        self.dir = Path(directory)
+        self.db_id = db_id
+        self.segment_size = segment_size
+        self.max_bytes = max_bytes
+        self.fsync_enabled = fsync
+        self.fsync_count = 0
+        self._lock = threading.Lock()  # guards segment list and head position
+        self._fd: int | None = None
+        self._seg: SegmentInfo | None = None
+        self._write_offset = 0
+        self.last_lsn = 0
+        self.last_epoch = 0
+        self.last_timestamp_us = 0
+        self.torn_tail_cut: int = 0  # bytes cut at open, for reporting
+        self._segments: list[SegmentInfo] = []
+
+    # ------------------------------------------------------------------ open / scan
+    def open(self) -> None:
+        """Scan every segment, check the chain, cut a torn tail, and position for appends."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._segments = self._list_segments()
+        self._check_chain()
+        if not self._segments:
+            return
+        last = self._segments[-1]
+        last_end = SEGMENT_HEADER_SIZE
+        expected = self._first_lsn_expected()
+        for seg in self._segments:
+            end, last_rec = self._scan_segment(seg, expected, is_last=seg is last)
+            if last_rec is not None:
+                expected = last_rec.lsn + 1
+                self.last_lsn = last_rec.lsn
+                self.last_epoch = last_rec.epoch
+                self.last_timestamp_us = last_rec.timestamp_us
+            elif seg.first_lsn != expected:
+                raise LogCorruption(
+                    f"segment {seg.path.name}: starts at LSN {seg.first_lsn}, expected {expected}",
+                    segment=seg.path.name,
+                    lsn=expected,
+                )
+            if seg is last:
+                last_end = end
+        if self.last_lsn == 0 and self._segments:
+            self.last_lsn = self._segments[0].first_lsn - 1
+        self._seg = last
+        self._fd = os.open(last.path, os.O_RDWR)
+        self._write_offset = last_end
+
+    def _first_lsn_expected(self) -> int:
+        return self._segments[0].first_lsn if self._segments else 1
+
+    def _list_segments(self) -> list[SegmentInfo]:
+        out = []
+        for p in sorted(self.dir.glob("*.log")):
+            out.append(read_segment_header(p, self.db_id))
+        out.sort(key=lambda s: s.first_lsn)
+        return out
+
+    def _check_chain(self) -> None:
+        for prev, seg in zip(self._segments, self._segments[1:], strict=False):
+            if seg.prev_first_lsn != prev.first_lsn:
+                raise LogCorruption(
+                    f"segment {seg.path.name}: follows {segment_name(seg.prev_first_lsn)}, "
+                    f"but the segment before it is {prev.path.name}",
+                    segment=seg.path.name,
+                    lsn=seg.first_lsn,
+                )
+
+    def _scan_segment(self, seg: SegmentInfo, expected: int, is_last: bool) -> tuple[int, Record | None]:
+        with open(seg.path, "rb") as f:
+            buf = f.read()
+        off = SEGMENT_HEADER_SIZE
+        last: Record | None = None
+        while True:
+            dec = decode_record(buf, off)
+            if dec is None:
+                break
+            rec, nxt = dec
+            if rec.lsn != expected:
+                raise LogCorruption(
+                    f"segment {seg.path.name}: record at offset {off} has LSN {rec.lsn}, expected {expected}",
+                    segment=seg.path.name,
+                    lsn=expected,
+                )
+            last, off, expected = rec, nxt, expected + 1
+        rest = buf[off:]
+        if rest.strip(b"\0"):
+            # Something that is not a valid record follows. It is a torn tail only if nothing
+            # valid lies beyond it: a valid later record means acknowledged data is behind damage.
+            if not is_last or _valid_record_after(buf, off, expected):
+                raise LogCorruption(
+                    f"segment {seg.path.name}: record LSN {expected} at offset {off} is damaged",
+                    segment=seg.path.name,
+                    lsn=expected,
+                )
+            self.torn_tail_cut = len(rest.rstrip(b"\0"))
+            with open(seg.path, "r+b") as f:
+                f.seek(off)
+                f.write(b"\0" * len(rest))
+                f.flush()
+                os.fsync(f.fileno())
+        return off, last
+
+    # ------------------------------------------------------------------ append
+    def append(self, raw_records: list[bytes], last: Record) -> None:
+        """Write already-encoded records (contiguous LSNs ending with `last`) and make them durable.
+
+        The active encodes its own records; the passive appends the bytes it received and
+        inspected. Either way the same bytes land on disk.
+        """
+        with self._lock:
+            batch: list[bytes] = []
+            size = 0
+            for raw in raw_records:
+                if len(raw) > self.segment_size - SEGMENT_HEADER_SIZE:
+                    raise LogError(f"record of {len(raw)} bytes does not fit a segment")
+                if self._fd is None or self._write_offset + size + len(raw) > self._seg.size:
+                    if batch:
+                        self._write(b"".join(batch))
+                        batch, size = [], 0
+                    first_lsn = struct.unpack_from("<Q", raw, 8)[0]
+                    self._new_segment(first_lsn)
+                batch.append(raw)
+                size += len(raw)
+            if batch:
+                self._write(b"".join(batch))
+            self._sync()
+            self.last_lsn = last.lsn
+            self.last_epoch = last.epoch
+            self.last_timestamp_us = last.timestamp_us
+
+    def _write(self, data: bytes) -> None:
+        try:
+            n = os.pwrite(self._fd, data, self._write_offset)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise LogFull("no space left for the log") from e
+            raise
+        if n != len(data):
+            raise LogError(f"short write to {self._seg.path.name}: {n} of {len(data)} bytes")
+        self._write_offset += n
+
+    def _sync(self) -> None:
+        if self.fsync_enabled and self._fd is not None:
+            os.fdatasync(self._fd)
+            self.fsync_count += 1
+
+    def _new_segment(self, first_lsn: int) -> None:
+        if self.max_bytes is not None:
+            if (len(self._segments) + 1) * self.segment_size > self.max_bytes:
+                raise LogFull(
+                    f"log size limit reached ({self.max_bytes} bytes in {len(self._segments)} segments)"
+                )
+        prev_first = self._segments[-1].first_lsn if self._segments else 0
+        path = self.dir / segment_name(first_lsn)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, self.segment_size)
+            os.pwrite(fd, _segment_header(self.db_id, first_lsn, prev_first, self.segment_size), 0)
+            os.fsync(fd)
+        except OSError as e:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise LogFull("no space left for a new log segment") from e
+            raise
+        os.rename(tmp, path)
+        _fsync_dir(self.dir)
+        if self._fd is not None:
+            if self.fsync_enabled:
+                os.fdatasync(self._fd)
+            os.close(self._fd)
+        self._fd = fd
+        self._seg = SegmentInfo(path, first_lsn, prev_first, self.segment_size)
+        self._segments.append(self._seg)
+        self._write_offset = SEGMENT_HEADER_SIZE
+
+    # ------------------------------------------------------------------ read
+    def segments(self) -> list[SegmentInfo]:
+        with self._lock:
+            return list(self._segments)
+
+    @property
+    def first_lsn(self) -> int:
+        segs = self.segments()
+        return segs[0].first_lsn if segs else self.last_lsn + 1
+
+    def read_from(self, lsn: int, upto: int | None = None) -> Iterator[Record]:
+        """Records with LSN >= lsn (and <= upto), checked; raises LogCorruption on damage."""
+        upto = self.last_lsn if upto is None else upto
+        segs = self.segments()
+        if lsn > upto:
+            return
+        if segs and lsn < segs[0].first_lsn:
+            raise LogError(f"LSN {lsn} is no longer in the log (it starts at {segs[0].first_lsn})")
+        want = lsn
+        for i, seg in enumerate(segs):
+            nxt_first = segs[i + 1].first_lsn if i + 1 < len(segs) else None
+            if nxt_first is not None and nxt_first <= want:
+                continue
+            if seg.first_lsn > upto:
+                break
+            for rec in self._read_segment(seg, want, upto):
+                if rec.lsn != want:
+                    raise LogCorruption(
+                        f"segment {seg.path.name}: found LSN {rec.lsn} where {want} belongs",
+                        segment=seg.path.name,
+                        lsn=want,
+                    )
+                want += 1
+                yield rec
+            if want > upto:
+                return
+        if want <= upto:
+            raise LogCorruption(f"record LSN {want} is missing from the log", lsn=want)
+
+    def _read_segment(self, seg: SegmentInfo, lsn: int, upto: int) -> Iterator[Record]:
+        with open(seg.path, "rb") as f:
+            buf = f.read()
+        off = SEGMENT_HEADER_SIZE
+        expected = seg.first_lsn
+        while expected <= upto:
+            dec = decode_record(buf, off)
+            if dec is None:
+                if not buf[off:].strip(b"\0"):
+                    return  # the end of this segment's records; the next segment goes on
+                raise LogCorruption(
+                    f"segment {seg.path.name}: record LSN {expected} is damaged",
+                    segment=seg.path.name,
+                    lsn=expected,
+                )
+            rec, off = dec
+            if rec.lsn != expected:
+                raise LogCorruption(
+                    f"segment {seg.path.name}: found LSN {rec.lsn} where {expected} belongs",
+                    segment=seg.path.name,
+                    lsn=expected,
+                )
+            if rec.lsn >= lsn:
+                yield rec
+            expected += 1
+
+    def truncate_before(self, lsn: int) -> list[str]:
+        """Delete whole segments every record of which is below lsn. Returns the names removed."""
+        removed = []
+        with self._lock:
+            while len(self._segments) > 1 and self._segments[1].first_lsn <= lsn:
+                seg = self._segments.pop(0)
+                seg.path.unlink()
+                removed.append(seg.path.name)
+        if removed:
+            _fsync_dir(self.dir)
+        return removed
+
+    def bytes_on_disk(self) -> int:
+        return sum(s.size for s in self.segments())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def _valid_record_after(buf: bytes, off: int, expected: int) -> bool:
+    """Is there a valid record with LSN >= expected anywhere after off? Only the non-zero part
+    of the segment is searched; records are 8-aligned, so the LSN field is too."""
+    end = len(buf.rstrip(b"\0"))
+    pos = off + ALIGN
+    while pos + RECORD_HEADER_SIZE <= end + RECORD_HEADER_SIZE and pos + 16 <= len(buf):
+        (lsn,) = struct.unpack_from("<Q", buf, pos + 8)
+        if expected <= lsn < expected + (1 << 32):
+            dec = decode_record(buf, pos)
+            if dec is not None:
+                return True
+        pos += ALIGN
+    return False

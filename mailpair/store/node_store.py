@@ -1,0 +1,70 @@
+"""All the databases one node hosts, and which database holds which account.
+
+Layout of a node's data directory:
+    DATA/databases/<name>/id, log/, state.sqlite, pins.json
+Account names are unique across the node's databases.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mailpair.store import names
+from mailpair.store.database import Database, DatabaseConfig
+from mailpair.store.errors import NoSuchAccount, StoreError
+
+DEFAULT_DATABASE = "mail"
+
+
+class NodeStore:
+    def __init__(self, data_dir: Path, config: DatabaseConfig | None = None, writable: bool = True):
+        self.data_dir = Path(data_dir)
+        self.config = config or DatabaseConfig()
+        self.writable = writable
+        self.databases: dict[str, Database] = {}
+
+    @property
+    def db_root(self) -> Path:
+        return self.data_dir / "databases"
+
+    def open(self, create_default: bool = True) -> NodeStore:
+        self.db_root.mkdir(parents=True, exist_ok=True)
+        for path in sorted(p for p in self.db_root.iterdir() if (p / "id").exists()):
+            db = Database(path, self.config, writable=self.writable)
+            db.open()
+            self.databases[db.name] = db
+        if create_default and not self.databases and self.writable:
+            self.create_database(DEFAULT_DATABASE)
+        return self
+
+    def create_database(self, name: str) -> Database:
+        names.check_database(name)
+        if name in self.databases:
+            raise StoreError(f"database {name} exists")
+        db = Database.create(self.db_root / name, self.config)
+        db.writable = self.writable
+        self.databases[name] = db
+        return db
+
+    def close(self) -> None:
+        for db in self.databases.values():
+            db.close()
+        self.databases.clear()
+
+    def database_of(self, user: str) -> Database:
+        """The database that holds user's account (NoSuchAccount if none)."""
+        for db in self.databases.values():
+            if db.read_sync(_has_account, user):
+                return db
+        raise NoSuchAccount(f"no such account: {user}")
+
+    def default_database(self) -> Database:
+        if DEFAULT_DATABASE in self.databases:
+            return self.databases[DEFAULT_DATABASE]
+        if not self.databases:
+            raise StoreError("this node has no database")
+        return next(iter(self.databases.values()))
+
+
+def _has_account(conn, user: str) -> bool:
+    return conn.execute("SELECT 1 FROM accounts WHERE name=?", (user,)).fetchone() is not None
