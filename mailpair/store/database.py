@@ -108,6 +108,11 @@ class Database:
         self.writable = writable
         self.epoch = 1
         self._listeners: list[Callable[[list[Change]], None]] = []
+        # Called on the writer thread right after records are durable in the log (the shipper).
+        self.log_listeners: list[Callable[[list[Record], list[bytes]], None]] = []
+        # Synchronous replication: when set, callers of a batch are answered only when
+        # ack_waiter(last_lsn, release) calls release (the passive has stored last_lsn).
+        self.ack_waiter: Callable[[int, Callable[[], None]], None] | None = None
         self._queue: queue.Queue = queue.Queue()
         self._writer: threading.Thread | None = None
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.name}")
@@ -376,7 +381,8 @@ class Database:
                 outcomes.append((req, None, err))
         try:
             if records:
-                self.log.append([r.encode() for r in records], records[-1])
+                raws = [r.encode() for r in records]
+                self.log.append(raws, records[-1])
                 set_meta(conn, "applied_lsn", records[-1].lsn)
                 set_meta(conn, "epoch", self.epoch)
         except (LogError, OSError) as e:
@@ -397,18 +403,32 @@ class Database:
                 req.future.set_exception(StoreUnavailable(f"cannot update the database: {e}"))
             return
         if records:
+            for fn in list(self.log_listeners):
+                try:
+                    fn(records, raws)
+                except Exception:
+                    log.exception("log listener failed")
             self.applied_lsn = records[-1].lsn
             self.stats["records"] += len(records)
         self.stats["batches"] += 1
         self.stats["commits"] += len(outcomes)
-        elapsed = time.perf_counter() - started
-        if len(self.commit_latency) < 100_000:
-            self.commit_latency.append(elapsed)
-        for req, result, err in outcomes:
-            if err is not None:
-                req.future.set_exception(err)
-            else:
-                req.future.set_result(result)
+        def release() -> None:
+            elapsed = time.perf_counter() - started
+            if len(self.commit_latency) < 100_000:
+                self.commit_latency.append(elapsed)
+            for req, result, err in outcomes:
+                if req.future.done():
+                    continue
+                if err is not None:
+                    req.future.set_exception(err)
+                else:
+                    req.future.set_result(result)
+
+        waiter = self.ack_waiter
+        if records and waiter is not None:
+            waiter(records[-1].lsn, release)
+        else:
+            release()
         if records:
             self._notify([_changes_of(RecordType(r.type), p, r.lsn) for r, p in zip(records, payloads, strict=True)])
             if self.applied_lsn - self.checkpoint_lsn() >= self.config.checkpoint_every:
