@@ -1,0 +1,3 @@
+from mailpair.admin.cli import main
+
+main()

@@ -1,0 +1,210 @@
+"""The HTTP admin API each node serves (aiohttp).
+
+Health endpoints are open (load balancers poll them); everything else needs the admin token as
+`Authorization: Bearer TOKEN`. Every CLI command that touches a running node goes through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mailpair.admin import metrics
+from mailpair.admin.openapi import OPENAPI
+from mailpair.store import StoreError, hash_password, names
+
+log = logging.getLogger("mailpair.admin")
+
+OPEN_PATHS = {"/health", "/health/active", "/health/passive", "/metrics", "/openapi.json", "/", "/dashboard"}
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+class AdminServer:
+    def __init__(self, runner: web.AppRunner, site: web.TCPSite, port: int):
+        self.runner = runner
+        self.site = site
+        self.port = port
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+def build_app(node) -> web.Application:
+    token = node.config.admin_token
+
+    @web.middleware
+    async def auth(request: web.Request, handler):
+        if request.path not in OPEN_PATHS and not request.path.startswith("/static/"):
+            given = request.headers.get("Authorization", "")
+            if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return _error(401, "missing or wrong admin token")
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except (StoreError, ValueError) as e:
+            return _error(400, str(e))
+        except Exception as e:  # the API answers, it does not drop the connection
+            log.exception("admin API error")
+            return _error(500, f"internal error: {e}")
+
+    app = web.Application(middlewares=[auth], client_max_size=1024 * 1024)
+    routes = web.RouteTableDef()
+
+    @routes.get("/health")
+    async def health(request: web.Request) -> web.Response:
+        return _json({"ok": True, "node": node.config.name, "role": node.role})
+
+    @routes.get("/health/active")
+    async def health_active(request: web.Request) -> web.Response:
+        ok = node.role == "active"
+        return _json({"ok": ok, "role": node.role}, 200 if ok else 503)
+
+    @routes.get("/health/passive")
+    async def health_passive(request: web.Request) -> web.Response:
+        ok = node.role == "passive"
+        return _json({"ok": ok, "role": node.role}, 200 if ok else 503)
+
+    @routes.get("/metrics")
+    async def metrics_view(request: web.Request) -> web.Response:
+        metrics.refresh(node)
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @routes.get("/openapi.json")
+    async def openapi(request: web.Request) -> web.Response:
+        return _json(OPENAPI)
+
+    @routes.get("/api/status")
+    async def status(request: web.Request) -> web.Response:
+        return _json(node.status())
+
+    @routes.get("/api/events")
+    async def events(request: web.Request) -> web.Response:
+        return _json({"events": node.events[-100:]})
+
+    def _writable_db(user: str | None = None):
+        if node.role != "active":
+            raise web.HTTPConflict(
+                text=json.dumps({"error": "this node is passive; use the active node"}), content_type="application/json"
+            )
+        if user is not None:
+            return node.store.database_of(user)
+        return node.store.default_database()
+
+    async def _body(request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "body must be a JSON object"}), content_type="application/json"
+            ) from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text=json.dumps({"error": "body must be a JSON object"}), content_type="application/json")
+        return body
+
+    @routes.get("/api/users")
+    async def list_users(request: web.Request) -> web.Response:
+        users = []
+        for db in node.store.databases.values():
+            rows = await db.read(
+                lambda c: c.execute("SELECT name, quota_bytes, used_bytes FROM accounts ORDER BY name").fetchall()
+            )
+            users += [{"name": n, "quota": q, "used": u, "database": db.name} for n, q, u in rows]
+        return _json({"users": users})
+
+    @routes.post("/api/users")
+    async def add_user(request: web.Request) -> web.Response:
+        body = await _body(request)
+        name = names.check_user(str(body.get("name", "")))
+        password = body.get("password")
+        if not isinstance(password, str) or not password:
+            return _error(400, "password is required")
+        quota = int(body.get("quota", 0) or 0)
+        db_name = body.get("database")
+        db = node.store.databases.get(db_name) if db_name else _writable_db()
+        if db is None:
+            return _error(404, f"no such database: {db_name}")
+        _writable_db()
+        hashed = await asyncio.to_thread(hash_password, password)
+        await db.acommit("account_add", name=name, hash=hashed, quota=quota)
+        return _json({"name": name, "database": db.name}, 201)
+
+    @routes.delete("/api/users/{name}")
+    async def del_user(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        db = _writable_db(name)
+        await db.acommit("account_del", name=name)
+        return _json({"deleted": name})
+
+    @routes.post("/api/users/{name}/password")
+    async def passwd(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = await _body(request)
+        password = body.get("password")
+        if not isinstance(password, str) or not password:
+            return _error(400, "password is required")
+        db = _writable_db(name)
+        hashed = await asyncio.to_thread(hash_password, password)
+        await db.acommit("account_passwd", name=name, hash=hashed)
+        return _json({"name": name})
+
+    @routes.post("/api/users/{name}/quota")
+    async def quota(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = await _body(request)
+        db = _writable_db(name)
+        await db.acommit("quota_set", name=name, quota=int(body.get("quota", 0)))
+        return _json({"name": name})
+
+    @routes.get("/api/databases")
+    async def list_databases(request: web.Request) -> web.Response:
+        return _json({"databases": node.status()["databases"]})
+
+    @routes.post("/api/databases")
+    async def create_database(request: web.Request) -> web.Response:
+        body = await _body(request)
+        _writable_db()
+        db = await asyncio.to_thread(node.store.create_database, str(body.get("name", "")))
+        return _json({"name": db.name}, 201)
+
+    @routes.post("/api/databases/{name}/copy/{action}")
+    async def copy_action(request: web.Request) -> web.Response:
+        name, action = request.match_info["name"], request.match_info["action"]
+        if action not in ("suspend", "resume", "reseed"):
+            return _error(404, f"unknown copy action {action}")
+        if node.receiver is None:
+            return _error(409, "copy actions run on the passive node")
+        result = getattr(node.receiver, action)(name)
+        if asyncio.iscoroutine(result):
+            result = await result
+        node.event(action, f"copy of {name} on {node.config.name}: {action}", database=name)
+        return _json({"database": name, "action": action, "ok": True})
+
+    from mailpair.admin.dashboard import add_dashboard_routes
+
+    add_dashboard_routes(routes, node)
+    app.add_routes(routes)
+    return app
+
+
+async def start_admin(node, host: str, port: int) -> AdminServer:
+    app = build_app(node)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]
+    return AdminServer(runner, site, bound)

@@ -1,0 +1,79 @@
+"""OpenAPI description of the admin API (served at /openapi.json)."""
+
+from __future__ import annotations
+
+_ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_OK = {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def _op(summary: str, body: dict | None = None, params: list | None = None, secured: bool = True) -> dict:
+    op: dict = {"summary": summary, "responses": {"200": _OK, "400": _ERR, "401": _ERR, "404": _ERR, "409": _ERR}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["responses"]["201"] = _OK
+    if params:
+        op["parameters"] = params
+    if not secured:
+        op["security"] = []
+        op["responses"] = {"200": _OK, "503": _OK}
+    return op
+
+
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_ACTION = {"name": "action", "in": "path", "required": True, "schema": {"type": "string", "enum": ["suspend", "resume", "reseed"]}}
+
+OPENAPI = {
+    "openapi": "3.0.3",
+    "info": {"title": "mailpair admin API", "version": "1"},
+    "components": {
+        "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+        "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}},
+    },
+    "security": [{"token": []}],
+    "paths": {
+        "/health": {"get": _op("Liveness of this node", secured=False)},
+        "/health/active": {"get": _op("200 when this node is active (for load balancers)", secured=False)},
+        "/health/passive": {"get": _op("200 when this node is passive", secured=False)},
+        "/api/status": {"get": _op("This node's role, epoch and copy status per database")},
+        "/api/events": {"get": _op("Recent events (start, stop, suspend, resume, reseed, failover)")},
+        "/api/users": {
+            "get": _op("List accounts"),
+            "post": _op(
+                "Add an account",
+                body={
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "password": {"type": "string"},
+                        "quota": {"type": "integer", "minimum": 0},
+                        "database": {"type": "string"},
+                    },
+                    "required": ["name", "password"],
+                },
+            ),
+        },
+        "/api/users/{name}": {"delete": _op("Delete an account and its mail", params=[_NAME])},
+        "/api/users/{name}/password": {
+            "post": _op(
+                "Set an account's password",
+                body={"type": "object", "properties": {"password": {"type": "string"}}, "required": ["password"]},
+                params=[_NAME],
+            )
+        },
+        "/api/users/{name}/quota": {
+            "post": _op(
+                "Set an account's quota in bytes (0: unlimited)",
+                body={"type": "object", "properties": {"quota": {"type": "integer", "minimum": 0}}, "required": ["quota"]},
+                params=[_NAME],
+            )
+        },
+        "/api/databases": {
+            "get": _op("List databases"),
+            "post": _op(
+                "Create a database",
+                body={"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+            ),
+        },
+        "/api/databases/{name}/copy/{action}": {"post": _op("Suspend, resume or reseed a copy", params=[_NAME, _ACTION])},
+    },
+}

@@ -1,0 +1,56 @@
+"""A node's configuration: one JSON file in its data directory, written by `pair up` or by hand.
+
+Everything a node listens on and who its peer is lives here, so a node restarted from the same
+file comes back exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Listen:
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass
+class NodeConfig:
+    name: str
+    data: str
+    role: str = "active"  # the role this node starts in: "active" or "passive"
+    domain: str = "example.test"
+    imap: Listen = field(default_factory=Listen)
+    lmtp: Listen = field(default_factory=Listen)
+    smtp: Listen = field(default_factory=Listen)
+    admin: Listen = field(default_factory=Listen)
+    replication: Listen = field(default_factory=Listen)
+    peer_name: str | None = None
+    peer_replication: Listen | None = None
+    peer_admin: Listen | None = None
+    witness: str | None = None
+    secret: str = ""
+    admin_token: str = ""
+    mode: str = "async"  # replication mode: "sync" or "async"
+    max_message_bytes: int = 25 * 1024 * 1024
+    segment_size: int = 32 * 1024 * 1024
+    log_json: bool = False
+
+    @classmethod
+    def load(cls, path: Path) -> NodeConfig:
+        raw = json.loads(Path(path).read_text())
+        for key in ("imap", "lmtp", "smtp", "admin", "replication", "peer_replication", "peer_admin"):
+            if raw.get(key) is not None:
+                raw[key] = Listen(**raw[key])
+        return cls(**raw)
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o600)  # it holds the cluster secret and the admin token
+        os.rename(tmp, path)

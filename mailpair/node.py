@@ -1,0 +1,217 @@
+"""The node process: one store, the protocol listeners, replication and the admin API on one loop.
+
+`mailpair node run --config DATA/node.json` runs it. It holds an exclusive lock on its data
+directory, so no second process (a CLI command, a second node) can write the same databases. On
+start it writes DATA/node.state.json with its pid and the ports it bound; on SIGTERM it stops the
+listeners (clients get 421 / BYE), waits for in-flight commits and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from mailpair.config import NodeConfig
+from mailpair.store import DatabaseConfig, NodeStore
+
+log = logging.getLogger("mailpair.node")
+
+
+class DataDirLocked(Exception):
+    pass
+
+
+def lock_data_dir(data: Path) -> int:
+    """Take the data directory's lock; raises DataDirLocked if a node process holds it."""
+    data.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data / "node.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirLocked(f"{data} is in use by a running node") from None
+    return fd
+
+
+def read_state(data: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(data) / "node.state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class Node:
+    def __init__(self, config: NodeConfig):
+        self.config = config
+        self.data = Path(config.data)
+        self.started_at = time.time()
+        self.role = config.role
+        self.servers: dict[str, Any] = {}
+        self.shipper = None
+        self.receiver = None
+        self.events: list[dict[str, Any]] = []
+        self.store: NodeStore | None = None
+        self._stopping = asyncio.Event()
+
+    def event(self, kind: str, message: str, **fields: Any) -> None:
+        entry = {"time": time.time(), "kind": kind, "message": message, **fields}
+        self.events.append(entry)
+        del self.events[:-200]
+        log.info("%s: %s", kind, message)
+
+    def db_config(self) -> DatabaseConfig:
+        return DatabaseConfig(segment_size=self.config.segment_size, max_message_bytes=self.config.max_message_bytes)
+
+    async def start(self) -> None:
+        writable = self.role == "active"
+        self.store = await asyncio.to_thread(
+            lambda: NodeStore(self.data, self.db_config(), writable=writable).open(create_default=writable)
+        )
+        from mailpair.admin.api import start_admin
+
+        if writable:
+            await self._start_protocols()
+            await self._start_shipper()
+        else:
+            await self._start_receiver()
+        self.servers["admin"] = await start_admin(self, self.config.admin.host, self.config.admin.port)
+        self.write_state()
+        self.event("start", f"node {self.config.name} started as {self.role}")
+
+    async def _start_protocols(self) -> None:
+        from mailpair.protocols import available_listeners
+
+        for name, starter, settings in available_listeners(self.config):
+            self.servers[name] = await starter(self.store, settings)
+
+    async def _start_shipper(self) -> None:
+        if self.config.peer_replication is None or not (Path(self.config.data).parent / self.config.peer_name).exists():
+            return
+        from mailpair.replication import ReplicationSettings, start_shipper
+
+        self.shipper = await start_shipper(self.store, self.replication_settings(ReplicationSettings))
+        self.servers["replication"] = self.shipper
+
+    async def _start_receiver(self) -> None:
+        from mailpair.replication import ReplicationSettings, start_receiver
+
+        self.receiver = await start_receiver(self.store, self.replication_settings(ReplicationSettings))
+
+    def replication_settings(self, cls):
+        c = self.config
+        peer = c.peer_replication
+        return cls(
+            secret=c.secret.encode(),
+            host=c.replication.host,
+            port=c.replication.port,
+            peer_host=peer.host if peer else None,
+            peer_port=peer.port if peer else None,
+            mode=c.mode,
+            node=c.name,
+        )
+
+    def ports(self) -> dict[str, int | None]:
+        return {name: getattr(server, "port", None) for name, server in self.servers.items()}
+
+    def write_state(self) -> None:
+        state = {"name": self.config.name, "pid": os.getpid(), "role": self.role, "ports": self.ports()}
+        tmp = self.data / "node.state.tmp"
+        tmp.write_text(json.dumps(state))
+        os.rename(tmp, self.data / "node.state.json")
+
+    async def stop(self) -> None:
+        self.event("stop", f"node {self.config.name} stopping")
+        for name in ["imap", "lmtp", "smtp", "admin", "replication"]:
+            server = self.servers.pop(name, None)
+            if server is not None:
+                try:
+                    await server.close()
+                except Exception:
+                    log.exception("closing %s failed", name)
+        if self.receiver is not None:
+            await self.receiver.close()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+        (self.data / "node.state.json").unlink(missing_ok=True)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run_until_stopped(self) -> None:
+        await self._stopping.wait()
+
+    # ------------------------------------------------------------------ views for the admin API
+    def status(self) -> dict[str, Any]:
+        """This node's view: its role, epoch, and for each database the copies it knows of."""
+        dbs = []
+        receiver_status = {s["database"]: s for s in self.receiver.status()} if self.receiver else {}
+        shipper_status = {s["database"]: s for s in self.shipper.status()} if self.shipper else {}
+        names = sorted(set(self.store.databases) | set(receiver_status))
+        for name in names:
+            db = self.store.databases.get(name)
+            copies = []
+            if self.role == "active" and db is not None:
+                copies.append(
+                    {
+                        "node": self.config.name,
+                        "status": "Mounted",
+                        "copy_queue": 0,
+                        "replay_queue": 0,
+                        "stored_lsn": db.log.last_lsn,
+                        "replayed_lsn": db.applied_lsn,
+                    }
+                )
+                if name in shipper_status:
+                    copies.append(shipper_status[name])
+            elif name in receiver_status:
+                copies.append(receiver_status[name])
+            dbs.append(
+                {
+                    "name": name,
+                    "applied_lsn": db.applied_lsn if db else 0,
+                    "last_lsn": db.log.last_lsn if db else 0,
+                    "copies": copies,
+                }
+            )
+        epoch = max((db.epoch for db in self.store.databases.values()), default=1)
+        return {
+            "name": self.config.name,
+            "role": self.role,
+            "epoch": epoch,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "ports": self.ports(),
+            "databases": dbs,
+        }
+
+
+async def run_node(config: NodeConfig) -> None:
+    node = Node(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.request_stop)
+    await node.start()
+    try:
+        await node.run_until_stopped()
+    finally:
+        await node.stop()
+
+
+def main(config_path: Path) -> None:
+    config = NodeConfig.load(config_path)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s",
+    )
+    lock_fd = lock_data_dir(Path(config.data))
+    try:
+        asyncio.run(run_node(config))
+    finally:
+        os.close(lock_fd)
