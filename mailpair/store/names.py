@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from mailpair.store.errors import StoreError
+
 DELIMITER = "/"
 MAX_MAILBOX_NAME = 512
 MAX_MAILBOX_DEPTH = 32
@@ -18,7 +20,7 @@ _FLAG_BAD = set('(){ %*"\\]') | {chr(c) for c in range(0x20)} | {"\x7f"}
 SYSTEM_FLAGS = {"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"}
 
 
-class InvalidName(ValueError):
+class InvalidName(StoreError, ValueError):
     """A name from outside is not acceptable; the message says why."""
 
 
