@@ -16,6 +16,7 @@ from email.message import Message
 from email.utils import getaddresses
 
 _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
+_HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 Nested = list  # nested lists of bytes | int | None
 
@@ -175,10 +176,39 @@ def bodystructure(msg: Message, extended: bool = True) -> Nested:
     return out
 
 
+def _single_part_structure(msg: Message, body: bytes) -> Nested:
+    """BODYSTRUCTURE of a non-multipart message from its headers and raw body, without feeding
+    the body line by line through the email parser (most mail is a single text part)."""
+    if b"\r\n" not in body:
+        body = body.replace(b"\n", b"\r\n")
+    maintype = msg.get_content_maintype()
+    params = _params(msg, "content-type")
+    if params is None and maintype == "text":
+        params = [b"CHARSET", b"US-ASCII"]
+    encoding = (msg.get("Content-Transfer-Encoding") or "7BIT").strip().upper() or "7BIT"
+    out = [
+        _b(maintype.upper()),
+        _b(msg.get_content_subtype().upper()),
+        params,
+        _raw_header(msg, "Content-ID"),
+        _raw_header(msg, "Content-Description"),
+        _b(encoding),
+        len(body),
+    ]
+    if maintype == "text":
+        out.append(_lines(body))
+    out += [_raw_header(msg, "Content-MD5"), _disposition(msg), _language(msg), _raw_header(msg, "Content-Location")]
+    return out
+
+
 def analyse(raw: bytes) -> tuple[Nested, Nested]:
     """(envelope, bodystructure) of a raw RFC 5322 message; never raises."""
     try:
-        msg = _PARSER.parsebytes(raw)
-        return envelope(msg), bodystructure(msg)
+        head = _HEADER_PARSER.parsebytes(raw)
+        maintype = head.get_content_maintype()
+        if maintype in ("multipart", "message") or (b"\n\n" not in raw and b"\r\n\r\n" not in raw):
+            msg = _PARSER.parsebytes(raw)
+            return envelope(msg), bodystructure(msg)
+        return envelope(head), _single_part_structure(head, _split_header_body(raw)[1])
     except Exception:  # pragma: no cover - the parser is lenient; this is the last guard
         return [None] * 10, [b"TEXT", b"PLAIN", [b"CHARSET", b"US-ASCII"], None, None, b"7BIT", len(raw), _lines(raw), None, None, None, None]

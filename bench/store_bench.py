@@ -1,0 +1,138 @@
+"""Store benchmark: deliveries per second of 4 KiB messages at concurrency 1, 16 and 64, with
+fsync on, next to the machine's own fsync rate (a plain write+fsync loop in the same directory),
+so the ratio to the physical limit is visible.
+
+Each delivery is the whole store path: parse the message once (ENVELOPE, BODYSTRUCTURE), decide,
+append to the log with group commit (fdatasync), apply to SQLite, answer.
+
+    python bench/store_bench.py [--quick] [--dir DIR]
+
+The last line printed is JSON: {"fsync_per_s", "deliveries_per_s": {"1", "16", "64"}, ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from mailpair.store import DatabaseConfig, NodeStore, prepare_message
+
+FAST_HASH = "$scrypt$ln=1,r=8,p=1$c2FsdA$eA"
+
+
+def message(n: int, size: int = 4096) -> bytes:
+    head = (
+        f"From: Sender <sender{n}@example.org>\r\nTo: user1@example.test\r\nSubject: bench {n}\r\n"
+        f"Message-ID: <b{n}@bench>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n"
+    ).encode()
+    line = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n"
+    return head + (line * (size // len(line) + 1))[: size - len(head)]
+
+
+def fsync_rate(directory: Path, seconds: float) -> float:
+    """The physical limit: 4 KiB write + fdatasync, sequentially, in a preallocated file."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, 64 * 1024 * 1024)
+        block = b"x" * 4096
+        n, off = 0, 0
+        end = time.perf_counter() + seconds
+        start = time.perf_counter()
+        while time.perf_counter() < end:
+            os.pwrite(fd, block, off)
+            os.fdatasync(fd)
+            off = (off + 4096) % (64 * 1024 * 1024)
+            n += 1
+        return n / (time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+async def deliveries(directory: Path, concurrency: int, seconds: float) -> dict:
+    store = NodeStore(directory, DatabaseConfig()).open()
+    db = store.default_database()
+    users = [f"user{i}" for i in range(1, 11)]
+    for u in users:
+        db.commit("account_add", name=u, hash=FAST_HASH, quota=0)
+    raws = [message(i) for i in range(256)]
+    latencies: list[float] = []
+    count = 0
+    stop_at = 0.0
+
+    async def worker(w: int) -> None:
+        nonlocal count
+        i = w
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            prepared = prepare_message(raws[i % len(raws)])
+            await db.acommit("deliver", recipients=[(users[i % len(users)], None)], date=time.time_ns() // 1000, **prepared)
+            latencies.append(time.perf_counter() - t)
+            count += 1
+            i += concurrency
+
+    fsyncs0 = db.log.fsync_count
+    start = time.perf_counter()
+    stop_at = start + seconds
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    fsyncs = db.log.fsync_count - fsyncs0
+    store.close()
+    latencies.sort()
+    return {
+        "per_s": count / elapsed,
+        "deliveries": count,
+        "fsyncs": fsyncs,
+        "per_fsync": count / max(1, fsyncs),
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+        "mean_ms": 1000 * statistics.fmean(latencies),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short runs (about 15 s in all)")
+    ap.add_argument("--dir", type=Path, help="where to put the databases (default: a temporary directory)")
+    args = ap.parse_args()
+    seconds = 2.0 if args.quick else 8.0
+    base = Path(tempfile.mkdtemp(prefix="mailpair-bench-", dir=args.dir))
+    try:
+        fsync_per_s = fsync_rate(base, seconds / 2)
+        print(f"machine fsync rate (4 KiB write + fdatasync): {fsync_per_s:,.0f}/s")
+        results = {}
+        for c in (1, 16, 64):
+            r = asyncio.run(deliveries(base / f"c{c}", c, seconds))
+            results[str(c)] = r
+            print(
+                f"concurrency {c:>2}: {r['per_s']:8,.0f} deliveries/s  {r['per_fsync']:5.1f} per fsync  "
+                f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  ({r['per_s'] / fsync_per_s:.2f}x the fsync rate)"
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(
+        json.dumps(
+            {
+                "fsync_per_s": round(fsync_per_s, 1),
+                "deliveries_per_s": {c: round(r["per_s"], 1) for c, r in results.items()},
+                "p99_ms": {c: round(r["p99_ms"], 2) for c, r in results.items()},
+                "deliveries_per_fsync": {c: round(r["per_fsync"], 2) for c, r in results.items()},
+                "message_bytes": 4096,
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
