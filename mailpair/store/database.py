@@ -68,12 +68,45 @@ class DatabaseConfig:
 
 
 class _Request:
-    __slots__ = ("kind", "args", "future")
+    """An operation waiting for the writer. Blocking callers wait on `future`; asyncio callers on
+    `afut`, resolved in one call_soon_threadsafe per batch rather than one wake-up per request."""
 
-    def __init__(self, kind: str, args: dict[str, Any]):
+    __slots__ = ("kind", "args", "future", "loop", "afut")
+
+    def __init__(self, kind: str, args: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None):
         self.kind = kind
         self.args = args
         self.future: concurrent.futures.Future = concurrent.futures.Future()
+        self.loop = loop
+        self.afut: asyncio.Future | None = loop.create_future() if loop is not None else None
+
+
+def _settle_async(items: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for afut, result, err in items:
+        if afut.done():
+            continue
+        if err is not None:
+            afut.set_exception(err)
+        else:
+            afut.set_result(result)
+
+
+def _resolve(outcomes: list[tuple[_Request, Any, BaseException | None]]) -> None:
+    """Answer callers: blocking ones at once, asyncio ones batched per event loop."""
+    per_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for req, result, err in outcomes:
+        if req.loop is not None:
+            per_loop.setdefault(req.loop, []).append((req.afut, result, err))
+        elif not req.future.done():
+            if err is not None:
+                req.future.set_exception(err)
+            else:
+                req.future.set_result(result)
+    for loop, items in per_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_async, items)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
 
 
 _STOP = object()
@@ -177,6 +210,7 @@ class Database:
                 lsn=self.log.last_lsn + 1,
             )
         self.replay_pending()
+        self._checkpointed = self.checkpoint_lsn()
         self._writer = threading.Thread(target=self._write_loop, name=f"write-{self.name}", daemon=True)
         self._writer.start()
 
@@ -290,17 +324,20 @@ class Database:
         self.call_on_writer(change)
 
     # ------------------------------------------------------------------ writes
+    def _enqueue(self, req: _Request) -> None:
+        if req.kind not in decide.DECIDERS:
+            _resolve([(req, None, StoreError(f"unknown operation {req.kind}"))])
+        elif not self.writable:
+            _resolve([(req, None, NotActive(f"database {self.name} is a passive copy on this node"))])
+        elif self._writer is None:
+            _resolve([(req, None, StoreUnavailable(f"database {self.name} is closed"))])
+        else:
+            self._queue.put(req)
+
     def submit(self, kind: str, args: dict[str, Any]) -> concurrent.futures.Future:
         """Queue an operation for the writer; the future resolves once it is durable and applied."""
         req = _Request(kind, args)
-        if kind not in decide.DECIDERS:
-            req.future.set_exception(StoreError(f"unknown operation {kind}"))
-        elif not self.writable:
-            req.future.set_exception(NotActive(f"database {self.name} is a passive copy on this node"))
-        elif self._writer is None:
-            req.future.set_exception(StoreUnavailable(f"database {self.name} is closed"))
-        else:
-            self._queue.put(req)
+        self._enqueue(req)
         return req.future
 
     def commit(self, kind: str, **args: Any) -> Any:
@@ -308,7 +345,9 @@ class Database:
         return self.submit(kind, args).result()
 
     async def acommit(self, kind: str, **args: Any) -> Any:
-        return await asyncio.wrap_future(self.submit(kind, args))
+        req = _Request(kind, args, asyncio.get_running_loop())
+        self._enqueue(req)
+        return await req.afut
 
     def _write_loop(self) -> None:
         while True:
@@ -328,9 +367,7 @@ class Database:
                     self._commit_batch(batch)
                 except BaseException as e:  # never leave a caller waiting
                     log.exception("database %s: write failed", self.name)
-                    for req in batch:
-                        if not req.future.done():
-                            req.future.set_exception(StoreUnavailable(f"write failed: {e}"))
+                    _resolve([(req, None, StoreUnavailable(f"write failed: {e}")) for req in batch])
             if isinstance(item, _CallRequest):
                 try:
                     item.future.set_result(item.fn())
@@ -345,12 +382,10 @@ class Database:
             try:
                 self.replay_pending()
             except Exception as e:
-                for req in batch:
-                    req.future.set_exception(StoreUnavailable(f"database {self.name} cannot catch up: {e}"))
+                _resolve([(req, None, StoreUnavailable(f"database {self.name} cannot catch up: {e}")) for req in batch])
                 return
         if not self.writable:
-            for req in batch:
-                req.future.set_exception(NotActive(f"database {self.name} is a passive copy on this node"))
+            _resolve([(req, None, NotActive(f"database {self.name} is a passive copy on this node")) for req in batch])
             return
         conn = self._conn
         now_us = time.time_ns() // 1000
@@ -387,8 +422,7 @@ class Database:
                 set_meta(conn, "epoch", self.epoch)
         except (LogError, OSError) as e:
             conn.execute("ROLLBACK")
-            for req, _, _ in outcomes:
-                req.future.set_exception(StoreUnavailable(f"cannot write the log: {e}"))
+            _resolve([(req, None, StoreUnavailable(f"cannot write the log: {e}")) for req, _, _ in outcomes])
             return
         try:
             conn.execute("COMMIT")
@@ -399,8 +433,7 @@ class Database:
                 pass
             # The records are durable in the log but not in the state: replay them before anything else.
             self._needs_replay = True
-            for req, _, _ in outcomes:
-                req.future.set_exception(StoreUnavailable(f"cannot update the database: {e}"))
+            _resolve([(req, None, StoreUnavailable(f"cannot update the database: {e}")) for req, _, _ in outcomes])
             return
         if records:
             for fn in list(self.log_listeners):
@@ -416,13 +449,7 @@ class Database:
             elapsed = time.perf_counter() - started
             if len(self.commit_latency) < 100_000:
                 self.commit_latency.append(elapsed)
-            for req, result, err in outcomes:
-                if req.future.done():
-                    continue
-                if err is not None:
-                    req.future.set_exception(err)
-                else:
-                    req.future.set_result(result)
+            _resolve(outcomes)
 
         waiter = self.ack_waiter
         if records and waiter is not None:
@@ -431,7 +458,7 @@ class Database:
             release()
         if records:
             self._notify([_changes_of(RecordType(r.type), p, r.lsn) for r, p in zip(records, payloads, strict=True)])
-            if self.applied_lsn - self.checkpoint_lsn() >= self.config.checkpoint_every:
+            if self.applied_lsn - self._checkpointed >= self.config.checkpoint_every:
                 self._checkpoint()
 
     # ------------------------------------------------------------------ checkpoint and pins
@@ -469,6 +496,7 @@ class Database:
         finally:
             os.close(fd)
         self.set_pin("checkpoint", self.applied_lsn + 1)
+        self._checkpointed = self.applied_lsn
         self.truncate()
 
     def checkpoint(self) -> None:
