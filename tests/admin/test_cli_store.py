@@ -1,0 +1,69 @@
+"""The store's command line as an admin uses it on a stopped node: users, databases, verify."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def mp(*args, input=None):
+    return subprocess.run([sys.executable, "-m", "mailpair", *args], capture_output=True, text=True, input=input, timeout=60)
+
+
+def test_user_lifecycle_on_a_data_directory(tmp_path):
+    data = str(tmp_path / "node")
+    r = mp("user", "add", "alice", "--password-stdin", "--quota", "1000000", "--data", data, input="s3cret\n")
+    assert r.returncode == 0, r.stderr
+    assert mp("user", "add", "bob", "--password-stdin", "--data", data, input="pw\n").returncode == 0
+    r = mp("user", "add", "alice", "--password-stdin", "--data", data, input="again\n")
+    assert r.returncode != 0 and "exists" in r.stderr
+    r = mp("user", "add", "../evil", "--password-stdin", "--data", data, input="x\n")
+    assert r.returncode != 0 and "invalid user name" in r.stderr
+    r = mp("user", "add", "carol", "--password-stdin", "--data", data, input="\n")
+    assert r.returncode != 0 and "empty" in r.stderr
+    users = json.loads(mp("user", "list", "--json", "--data", data).stdout)
+    assert [(u["name"], u["quota"]) for u in users] == [("alice", 1000000), ("bob", 0)]
+    assert mp("user", "passwd", "alice", "--password-stdin", "--data", data, input="new\n").returncode == 0
+    assert mp("user", "del", "bob", "--yes", "--data", data).returncode == 0
+    r = mp("user", "del", "nobody", "--yes", "--data", data)
+    assert r.returncode != 0 and "no such account" in r.stderr
+    users = json.loads(mp("user", "list", "--json", "--data", data).stdout)
+    assert [u["name"] for u in users] == ["alice"]
+    from mailpair.store import NodeStore, verify_password
+
+    store = NodeStore(tmp_path / "node").open()
+    try:
+        h = store.default_database().read_sync(lambda c: c.execute("SELECT password_hash FROM accounts").fetchone()[0])
+    finally:
+        store.close()
+    assert verify_password("new", h) and not verify_password("s3cret", h)
+
+
+def test_db_create_list_digest_verify(tmp_path):
+    data = str(tmp_path / "node")
+    assert mp("db", "create", "archive", "--data", data).returncode == 0
+    r = mp("db", "create", "Bad Name", "--data", data)
+    assert r.returncode != 0 and "invalid database name" in r.stderr
+    names = [d["name"] for d in json.loads(mp("db", "list", "--json", "--data", data).stdout)]
+    assert names == ["archive", "mail"]  # a new node gets its default database "mail"
+    digest = json.loads(mp("db", "digest", data).stdout)
+    assert [d["name"] for d in digest["databases"]] == ["archive", "mail"]
+    assert set(digest["databases"][0]) >= {"name", "applied_lsn", "digest"}
+    r = mp("verify", data)
+    assert r.returncode == 0 and "sound" in r.stdout
+    r = mp("verify", str(tmp_path))
+    assert r.returncode == 2 and "neither" in r.stderr
+
+
+def test_cli_refuses_a_data_directory_a_node_holds(tmp_path):
+    from mailpair.node import lock_data_dir
+
+    fd = lock_data_dir(tmp_path / "node")
+    try:
+        r = mp("user", "list", "--data", str(tmp_path / "node"))
+        assert r.returncode != 0 and "in use by a running node" in r.stderr
+    finally:
+        import os
+
+        os.close(fd)
