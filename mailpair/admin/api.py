@@ -32,6 +32,24 @@ def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
 
 
+def _field(body: dict[str, Any], key: str, kind: type, required: bool = False, default: Any = None) -> Any:
+    """A typed field of a JSON body; a wrong type is the client's error (400), never ours."""
+    if key not in body or body[key] is None:
+        if required:
+            raise ValueError(f"{key} is required")
+        return default
+    value = body[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{key} must be an integer")
+    if kind is not int and not isinstance(value, kind):
+        raise ValueError(f"{key} must be a {kind.__name__}")
+    if kind is int and value < 0:
+        raise ValueError(f"{key} must not be negative")
+    if kind is str and required and not value:
+        raise ValueError(f"{key} must not be empty")
+    return value
+
+
 class AdminServer:
     def __init__(self, runner: web.AppRunner, site: web.TCPSite, port: int):
         self.runner = runner
@@ -128,12 +146,10 @@ def build_app(node) -> web.Application:
     @routes.post("/api/users")
     async def add_user(request: web.Request) -> web.Response:
         body = await _body(request)
-        name = names.check_user(str(body.get("name", "")))
-        password = body.get("password")
-        if not isinstance(password, str) or not password:
-            return _error(400, "password is required")
-        quota = int(body.get("quota", 0) or 0)
-        db_name = body.get("database")
+        name = names.check_user(_field(body, "name", str, required=True))
+        password = _field(body, "password", str, required=True)
+        quota = _field(body, "quota", int, default=0)
+        db_name = _field(body, "database", str)
         db = node.store.databases.get(db_name) if db_name else _writable_db()
         if db is None:
             return _error(404, f"no such database: {db_name}")
@@ -153,9 +169,7 @@ def build_app(node) -> web.Application:
     async def passwd(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         body = await _body(request)
-        password = body.get("password")
-        if not isinstance(password, str) or not password:
-            return _error(400, "password is required")
+        password = _field(body, "password", str, required=True)
         db = _writable_db(name)
         hashed = await asyncio.to_thread(hash_password, password)
         await db.acommit("account_passwd", name=name, hash=hashed)
@@ -166,7 +180,7 @@ def build_app(node) -> web.Application:
         name = request.match_info["name"]
         body = await _body(request)
         db = _writable_db(name)
-        await db.acommit("quota_set", name=name, quota=int(body.get("quota", 0)))
+        await db.acommit("quota_set", name=name, quota=_field(body, "quota", int, required=True))
         return _json({"name": name})
 
     @routes.get("/api/databases")
@@ -177,7 +191,7 @@ def build_app(node) -> web.Application:
     async def create_database(request: web.Request) -> web.Response:
         body = await _body(request)
         _writable_db()
-        db = await asyncio.to_thread(node.store.create_database, str(body.get("name", "")))
+        db = await asyncio.to_thread(node.store.create_database, _field(body, "name", str, required=True))
         return _json({"name": db.name}, 201)
 
     @routes.post("/api/databases/{name}/copy/{action}")

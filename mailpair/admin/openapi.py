@@ -19,6 +19,8 @@ def _op(summary: str, body: dict | None = None, params: list | None = None, secu
     return op
 
 
+_USER_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._+-]{0,63}$"}
+_DB_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _ACTION = {"name": "action", "in": "path", "required": True, "schema": {"type": "string", "enum": ["suspend", "resume", "reseed"]}}
 
@@ -43,8 +45,8 @@ OPENAPI = {
                 body={
                     "type": "object",
                     "properties": {
-                        "name": {"type": "string"},
-                        "password": {"type": "string"},
+                        "name": _USER_NAME,
+                        "password": {"type": "string", "minLength": 1},
                         "quota": {"type": "integer", "minimum": 0},
                         "database": {"type": "string"},
                     },
@@ -56,7 +58,7 @@ OPENAPI = {
         "/api/users/{name}/password": {
             "post": _op(
                 "Set an account's password",
-                body={"type": "object", "properties": {"password": {"type": "string"}}, "required": ["password"]},
+                body={"type": "object", "properties": {"password": {"type": "string", "minLength": 1}}, "required": ["password"]},
                 params=[_NAME],
             )
         },
@@ -71,7 +73,7 @@ OPENAPI = {
             "get": _op("List databases"),
             "post": _op(
                 "Create a database",
-                body={"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+                body={"type": "object", "properties": {"name": _DB_NAME}, "required": ["name"]},
             ),
         },
         "/api/databases/{name}/copy/{action}": {"post": _op("Suspend, resume or reseed a copy", params=[_NAME, _ACTION])},
