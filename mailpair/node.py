@@ -181,7 +181,14 @@ class Node:
                 }
             )
         epoch = max((db.epoch for db in self.store.databases.values()), default=1)
+        witness = None
+        if self.config.witness:
+            try:
+                witness = {"path": self.config.witness, **json.loads((Path(self.config.witness) / "epoch.json").read_text())}
+            except (OSError, ValueError) as e:
+                witness = {"path": self.config.witness, "error": str(e)}
         return {
+            "witness": witness,
             "name": self.config.name,
             "role": self.role,
             "epoch": epoch,

@@ -12,11 +12,13 @@ import json
 import logging
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mailpair.admin import metrics
 from mailpair.admin.openapi import OPENAPI
+from mailpair.admin.pairview import merge_statuses
 from mailpair.store import StoreError, hash_password, names
 
 log = logging.getLogger("mailpair.admin")
@@ -108,6 +110,24 @@ def build_app(node) -> web.Application:
     @routes.get("/api/status")
     async def status(request: web.Request) -> web.Response:
         return _json(node.status())
+
+    @routes.get("/api/pair")
+    async def pair_view(request: web.Request) -> web.Response:
+        """Both nodes' views merged: this node's own, and its peer's when it answers."""
+        me = {"url": f"http://{node.config.admin.host}:{node.config.admin.port}", "reachable": True, **node.status()}
+        statuses = [me]
+        peer = node.config.peer_admin
+        if peer is not None and node.config.peer_name:
+            url = f"http://{peer.host}:{peer.port}"
+            try:
+                timeout = aiohttp.ClientTimeout(total=2)
+                async with aiohttp.ClientSession(timeout=timeout) as session:
+                    async with session.get(url + "/api/status", headers={"Authorization": f"Bearer {token}"}) as r:
+                        r.raise_for_status()
+                        statuses.append({"url": url, "reachable": True, **(await r.json())})
+            except (TimeoutError, aiohttp.ClientError, ValueError) as e:
+                statuses.append({"url": url, "reachable": False, "name": node.config.peer_name, "error": str(e)})
+        return _json(merge_statuses(statuses))
 
     @routes.get("/api/events")
     async def events(request: web.Request) -> web.Response:

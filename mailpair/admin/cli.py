@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailpair.admin import pair as pairmod
+from mailpair.admin.pairview import merge_statuses
 
 console = Console()
 
@@ -191,33 +192,7 @@ def target_options(fn):
 
 def merged_status(api: Api) -> dict[str, Any]:
     """The contract's status shape, merged from every node's own view."""
-    statuses = api.statuses()
-    epoch = max((s.get("epoch", 0) for s in statuses if s["reachable"]), default=0)
-    nodes = [
-        {"name": s.get("name", s["url"]), "role": s.get("role"), "reachable": s["reachable"], "url": s["url"]}
-        for s in statuses
-    ]
-    dbs: dict[str, dict[str, Any]] = {}
-    for s in statuses:
-        if not s["reachable"]:
-            continue
-        for d in s["databases"]:
-            entry = dbs.setdefault(d["name"], {"name": d["name"], "copies": []})
-            for c in d["copies"]:
-                # The passive's own report of its copy is the authority; the active's view fills in
-                # only when the passive cannot be reached.
-                existing = next((x for x in entry["copies"] if x["node"] == c["node"]), None)
-                own = c["node"] == s.get("name")
-                if existing is None:
-                    entry["copies"].append({**c, "_own": own})
-                elif own and not existing["_own"]:
-                    entry["copies"][entry["copies"].index(existing)] = {**c, "_own": True}
-    for entry in dbs.values():
-        for c in entry["copies"]:
-            c.pop("_own", None)
-            for key in ("copy_queue", "replay_queue", "stored_lsn", "replayed_lsn"):
-                c.setdefault(key, None)
-    return {"epoch": epoch, "nodes": nodes, "databases": sorted(dbs.values(), key=lambda d: d["name"])}
+    return merge_statuses(api.statuses())
 
 
 def _status_table(st: dict[str, Any]) -> Table:

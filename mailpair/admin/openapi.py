@@ -37,6 +37,7 @@ OPENAPI = {
         "/health/active": {"get": _op("200 when this node is active (for load balancers)", secured=False)},
         "/health/passive": {"get": _op("200 when this node is passive", secured=False)},
         "/api/status": {"get": _op("This node's role, epoch and copy status per database")},
+        "/api/pair": {"get": _op("Both nodes' status merged (the shape of `mailpair status --json`)")},
         "/api/events": {"get": _op("Recent events (start, stop, suspend, resume, reseed, failover)")},
         "/api/users": {
             "get": _op("List accounts"),
