@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mailpair.admin.logs import setup_logging
 from mailpair.config import NodeConfig
 from mailpair.store import DatabaseConfig, NodeStore
 
@@ -213,10 +214,7 @@ async def run_node(config: NodeConfig) -> None:
 
 def main(config_path: Path) -> None:
     config = NodeConfig.load(config_path)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(config.name, config.log_json)
     lock_fd = lock_data_dir(Path(config.data))
     try:
         asyncio.run(run_node(config))
