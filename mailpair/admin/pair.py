@@ -23,6 +23,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
+from mailpair.cluster.membership import PairConfigError, check_members
 from mailpair.config import Listen, NodeConfig
 from mailpair.node import read_state
 from mailpair.store import NodeStore, hash_password, prepare_message
@@ -165,9 +166,16 @@ def create_pair(root: Path, users: int, password: str, mode: str) -> dict[str, A
 
 def load_pair(root: Path) -> dict[str, Any]:
     try:
-        return json.loads((root / "pair.json").read_text())
+        pair = json.loads((root / "pair.json").read_text())
     except FileNotFoundError:
         raise PairError(f"{root} holds no pair (no pair.json); run `mailpair pair up --dir {root}` first") from None
+    except ValueError as e:
+        raise PairError(f"{root / 'pair.json'} is not valid JSON: {e}") from None
+    try:
+        check_members(pair.get("node_names", []), pair.get("witness"))
+    except PairConfigError as e:
+        raise PairError(f"{root / 'pair.json'}: {e}") from None
+    return pair
 
 
 def start_node(config_path: Path, cfg: NodeConfig) -> int:

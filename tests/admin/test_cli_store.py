@@ -67,3 +67,16 @@ def test_cli_refuses_a_data_directory_a_node_holds(tmp_path):
         import os
 
         os.close(fd)
+
+
+def test_a_third_node_is_refused(tmp_path):
+    import json as _json
+
+    (tmp_path / "pair.json").write_text(
+        _json.dumps({"dir": str(tmp_path), "witness": str(tmp_path / "w"), "node_names": ["node1", "node2", "node3"]})
+    )
+    r = mp("pair", "up", "--dir", str(tmp_path))
+    assert r.returncode != 0
+    assert "exactly two nodes" in r.stderr and "node3" in r.stderr
+    r = mp("status", "--dir", str(tmp_path), "--json")
+    assert r.returncode != 0 and "exactly two nodes" in r.stderr
