@@ -173,6 +173,8 @@ class TransactionLog:
     def open(self) -> None:
         """Scan every segment, check the chain, cut a torn tail, and position for appends."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        for tmp in self.dir.glob("*.tmp"):
+            tmp.unlink()  # a segment whose creation a crash interrupted; it never held a record
         self._segments = self._list_segments()
         self._check_chain()
         if not self._segments:
@@ -306,6 +308,10 @@ class TransactionLog:
                 raise LogFull(
                     f"log size limit reached ({self.max_bytes} bytes in {len(self._segments)} segments)"
                 )
+        if self._fd is not None and self.fsync_enabled:
+            # The old segment is complete and durable before a new one exists, so only the last
+            # segment can ever hold a torn tail.
+            os.fdatasync(self._fd)
         prev_first = self._segments[-1].first_lsn if self._segments else 0
         path = self.dir / segment_name(first_lsn)
         tmp = path.with_suffix(".tmp")
@@ -323,8 +329,6 @@ class TransactionLog:
         os.rename(tmp, path)
         _fsync_dir(self.dir)
         if self._fd is not None:
-            if self.fsync_enabled:
-                os.fdatasync(self._fd)
             os.close(self._fd)
         self._fd = fd
         self._seg = SegmentInfo(path, first_lsn, prev_first, self.segment_size)
