@@ -460,6 +460,29 @@ def db_list(as_json, data, root, admin, token) -> None:
         click.echo(f"{d['name']}\tapplied LSN {d['applied_lsn']}")
 
 
+@db.command("rebuild")
+@click.argument("name")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+def db_rebuild(name: str, data: Path) -> None:
+    """Rebuild a damaged state file by replaying the whole log (the old file is kept aside)."""
+    from mailpair.node import DataDirLocked, lock_data_dir
+    from mailpair.store.rebuild import RebuildError, rebuild_state
+
+    try:
+        fd = lock_data_dir(data)
+    except DataDirLocked as e:
+        _fail(f"{e}; stop the node first")
+    try:
+        kept, applied = rebuild_state(data / "databases" / name)
+    except RebuildError as e:
+        _fail(str(e))
+    finally:
+        import os
+
+        os.close(fd)
+    click.echo(f"rebuilt {name} up to LSN {applied}; the damaged state file is kept as {kept.name}")
+
+
 @db.command("digest")
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def db_digest(data: Path) -> None:

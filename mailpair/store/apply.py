@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import crc32c
+
 from mailpair.store.records import RecordType
 from mailpair.store.schema import get_meta, set_meta
 
@@ -166,8 +168,8 @@ def apply_record(conn: sqlite3.Connection, rtype: int, p: dict[str, Any], lsn: i
     elif t in (RecordType.DELIVER, RecordType.APPEND):
         targets = p["targets"]
         conn.execute(
-            "INSERT INTO blobs (id, refs, size, raw, envelope, bodystructure) VALUES (?, ?, ?, ?, ?, ?)",
-            (lsn, len(targets), len(p["raw"]), p["raw"], p["env"], p["bs"]),
+            "INSERT INTO blobs (id, refs, size, crc, raw, envelope, bodystructure) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (lsn, len(targets), len(p["raw"]), crc32c.crc32c(p["raw"]), p["raw"], p["env"], p["bs"]),
         )
         flags = " ".join(p["flags"])
         for account, box_id, uid in targets:

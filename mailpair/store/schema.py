@@ -4,7 +4,8 @@ The log is the source of truth; this file is its materialised state. `meta.appli
 updated in the same transaction as the changes of the records up to it, so after any crash the
 file holds the effect of exactly the records up to applied_lsn, and replay continues from there.
 Modseqs are LSNs. A message's bytes live once in `blobs` (id = LSN of the record that brought
-them) however many mailboxes hold a copy.
+them) however many mailboxes hold a copy, with their CRC32C so `verify` can tell damaged bytes
+(SQLite's own integrity check covers its structure, not the content).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     id INTEGER PRIMARY KEY,
     refs INTEGER NOT NULL,
     size INTEGER NOT NULL,
+    crc INTEGER NOT NULL,
     raw BLOB NOT NULL,
     envelope BLOB NOT NULL,
     bodystructure BLOB NOT NULL

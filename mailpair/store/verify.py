@@ -11,6 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import crc32c
+
 from mailpair.store.log import (
     SEGMENT_HEADER_SIZE,
     LogCorruption,
@@ -106,6 +108,16 @@ def verify_database(path: Path) -> Report:
             if result != [("ok",)]:
                 rep.bad("state file integrity check failed: " + "; ".join(r[0] for r in result[:5]))
             rep.applied_lsn = get_meta(conn, "applied_lsn", 0)
+            bad = [
+                blob_id
+                for blob_id, crc, raw in conn.execute("SELECT id, crc, raw FROM blobs")
+                if crc32c.crc32c(raw) != crc
+            ]
+            if bad:
+                rep.bad(
+                    f"state file: {len(bad)} message(s) fail their checksum (first: the one from LSN {bad[0]}); "
+                    "rebuild the state from the log or reseed the copy"
+                )
             sid = get_meta(conn, "db_id")
             if sid is not None and sid != db_id:
                 rep.bad("state file belongs to another database")

@@ -125,3 +125,24 @@ def test_log_size_limit_refuses_writes_cleanly_and_resumes(tmp_path):
     store = open_store(tmp_path, segment_size=64 * 1024)
     assert store.default_database().read_sync(lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0]) == acked + 1
     store.close()
+
+
+def test_corrupt_state_file_is_reported(tmp_path):
+    store, _ = _mailbox(tmp_path, n=30)
+    store.default_database().checkpoint()
+    store.close()
+    state = tmp_path / "databases" / "mail" / "state.sqlite"
+    data = bytearray(state.read_bytes())
+    for off in range(2 * 4096 - 300, len(data), 4096):  # scribble over cell content of every page but the first
+        data[off : off + 64] = b"\xa5" * 64
+    state.write_bytes(bytes(data))
+    code, reports = verify_cli(tmp_path)
+    assert code == 1
+    assert any("state file" in p for p in reports[0]["problems"])
+    r = subprocess.run(
+        [sys.executable, "-m", "mailpair", "db", "rebuild", "mail", "--data", str(tmp_path)], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert verify_cli(tmp_path)[0] == 0
+    assert digest_node(tmp_path)["databases"][0]["applied_lsn"] == 31
+    assert list((tmp_path / "databases" / "mail").glob("state.sqlite.damaged-*"))
