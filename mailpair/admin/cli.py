@@ -106,9 +106,7 @@ def _print_pair(info: dict[str, Any]) -> None:
         console.print(f"  host 127.0.0.1, port {active['imap']}, user {u['name']}, password {u['password']}")
         console.print(f"  curl -s --user {u['name']}:{u['password']} 'imap://127.0.0.1:{active['imap']}/INBOX;UID=1'")
         console.print("Deliver a message:")
-        console.print(
-            f"  swaks --server 127.0.0.1:{active['smtp']} --to {u['name']}@{info['domain']} --from someone@example.org"
-        )
+        console.print(f"  swaks --server 127.0.0.1:{active['smtp']} --to {u['name']}@{info['domain']} --from someone@example.org")
     console.print("Watch the pair:")
     console.print(f"  mailpair status --dir {info['dir']} --watch")
     console.print(f"  dashboard: http://127.0.0.1:{active['admin']}/dashboard  (admin token: {info['admin_token']})")
@@ -195,14 +193,27 @@ def merged_status(api: Api) -> dict[str, Any]:
     return merge_statuses(api.statuses())
 
 
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    age = max(0.0, time.time() - ts)
+    return f"{age:.1f}s ago" if age < 120 else time.strftime("%H:%M:%S", time.localtime(ts))
+
+
 def _status_table(st: dict[str, Any]) -> Table:
-    table = Table(title=f"mailpair status (epoch {st['epoch']})")
-    for col in ("database", "node", "role", "copy status", "copy queue", "replay queue", "stored LSN", "replayed LSN", "reason"):
+    w = st.get("witness") or {}
+    witness = f"witness {w.get('path', 'none')}" + (f" (active {w['active']})" if w.get("active") else "")
+    if w.get("error"):
+        witness += f" [red]{w['error']}[/]"
+    table = Table(title=f"mailpair status (epoch {st['epoch']})", caption=witness)
+    cols = ("database", "node", "role", "copy status", "copy queue", "replay queue", "stored LSN", "replayed LSN")
+    for col in (*cols, "last stored", "last replayed", "lag", "backup age", "reason"):
         table.add_column(col)
     roles = {n["name"]: n["role"] for n in st["nodes"]}
     for d in st["databases"]:
         for c in d["copies"]:
             color = {"Healthy": "green", "Mounted": "green", "Failed": "red", "Disconnected": "red"}.get(c["status"], "yellow")
+            lag = c.get("copy_lag_s")
             table.add_row(
                 d["name"],
                 c["node"],
@@ -212,11 +223,16 @@ def _status_table(st: dict[str, Any]) -> Table:
                 str(c.get("replay_queue")),
                 str(c.get("stored_lsn")),
                 str(c.get("replayed_lsn")),
+                _ago(c.get("last_stored_time")),
+                _ago(c.get("last_replayed_time")),
+                "-" if lag is None else f"{lag * 1000:.0f} ms",
+                # Backups are not built yet in this version; the column says so rather than hide.
+                "no backup",
                 c.get("reason") or "",
             )
     for n in st["nodes"]:
         if not n["reachable"]:
-            table.add_row("-", n["name"], "-", "[red]unreachable[/]", "", "", "", "", n["url"])
+            table.add_row("-", n["name"], "-", "[red]unreachable[/]", *[""] * 8, n["url"])
     return table
 
 
@@ -288,9 +304,7 @@ def user() -> None:
     """Accounts: add, list, passwd, del (through the active node, or on a stopped node's --data)."""
 
 
-_data_opt = click.option(
-    "--data", type=click.Path(file_okay=False, path_type=Path), help="a stopped node's data directory"
-)
+_data_opt = click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="a stopped node's data directory")
 
 
 def _direct_store(data: Path):
@@ -349,7 +363,9 @@ def user_list(as_json, data, root, admin, token) -> None:
         try:
             users = []
             for db in store.databases.values():
-                rows = db.read_sync(lambda c: c.execute("SELECT name, quota_bytes, used_bytes FROM accounts ORDER BY name").fetchall())
+                rows = db.read_sync(
+                    lambda c: c.execute("SELECT name, quota_bytes, used_bytes FROM accounts ORDER BY name").fetchall()
+                )
                 users += [{"name": n, "quota": q, "used": u, "database": db.name} for n, q, u in rows]
         finally:
             _close_direct(fd, store)
@@ -449,7 +465,10 @@ def db_list(as_json, data, root, admin, token) -> None:
     if data is not None:
         from mailpair.store.digest import digest_node
 
-        dbs = [{"name": d["name"], "applied_lsn": d["applied_lsn"], "messages": d["messages"]} for d in digest_node(data)["databases"]]
+        dbs = [
+            {"name": d["name"], "applied_lsn": d["applied_lsn"], "messages": d["messages"]}
+            for d in digest_node(data)["databases"]
+        ]
     else:
         api, _ = _api(root, admin, token)
         dbs = api.call(api.active_url(), "/api/databases")["databases"]

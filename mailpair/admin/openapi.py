@@ -22,7 +22,12 @@ def _op(summary: str, body: dict | None = None, params: list | None = None, secu
 _USER_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._+-]{0,63}$"}
 _DB_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-_ACTION = {"name": "action", "in": "path", "required": True, "schema": {"type": "string", "enum": ["suspend", "resume", "reseed"]}}
+_ACTION = {
+    "name": "action",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "enum": ["suspend", "resume", "reseed"]},
+}
 
 OPENAPI = {
     "openapi": "3.0.3",

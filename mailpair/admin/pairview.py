@@ -16,8 +16,7 @@ def merge_statuses(statuses: list[dict[str, Any]]) -> dict[str, Any]:
     reachable = [s for s in statuses if s["reachable"]]
     epoch = max((s.get("epoch", 0) for s in reachable), default=0)
     nodes = [
-        {"name": s.get("name", s["url"]), "role": s.get("role"), "reachable": s["reachable"], "url": s["url"]}
-        for s in statuses
+        {"name": s.get("name", s["url"]), "role": s.get("role"), "reachable": s["reachable"], "url": s["url"]} for s in statuses
     ]
     dbs: dict[str, dict[str, Any]] = {}
     for s in reachable:

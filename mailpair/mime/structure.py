@@ -211,4 +211,17 @@ def analyse(raw: bytes) -> tuple[Nested, Nested]:
             return envelope(msg), bodystructure(msg)
         return envelope(head), _single_part_structure(head, _split_header_body(raw)[1])
     except Exception:  # pragma: no cover - the parser is lenient; this is the last guard
-        return [None] * 10, [b"TEXT", b"PLAIN", [b"CHARSET", b"US-ASCII"], None, None, b"7BIT", len(raw), _lines(raw), None, None, None, None]
+        return [None] * 10, [
+            b"TEXT",
+            b"PLAIN",
+            [b"CHARSET", b"US-ASCII"],
+            None,
+            None,
+            b"7BIT",
+            len(raw),
+            _lines(raw),
+            None,
+            None,
+            None,
+            None,
+        ]

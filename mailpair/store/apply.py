@@ -48,9 +48,7 @@ def _remove_messages(conn: sqlite3.Connection, mailbox_id: int, uids: list[int],
     freed = 0
     blob_ids = []
     for uid in uids:
-        row = conn.execute(
-            "SELECT blob_id, size FROM messages WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)
-        ).fetchone()
+        row = conn.execute("SELECT blob_id, size FROM messages WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone()
         if row is None:
             raise ReplayError(f"message {mailbox_id}/{uid} does not exist")
         blob_ids.append(row[0])
@@ -76,9 +74,7 @@ def _touch(conn: sqlite3.Connection, mailbox_id: int, lsn: int, uidnext: int | N
     if uidnext is None:
         cur = conn.execute("UPDATE mailboxes SET highestmodseq=? WHERE id=?", (lsn, mailbox_id))
     else:
-        cur = conn.execute(
-            "UPDATE mailboxes SET highestmodseq=?, uidnext=MAX(uidnext, ?) WHERE id=?", (lsn, uidnext, mailbox_id)
-        )
+        cur = conn.execute("UPDATE mailboxes SET highestmodseq=?, uidnext=MAX(uidnext, ?) WHERE id=?", (lsn, uidnext, mailbox_id))
     if cur.rowcount != 1:
         raise ReplayError(f"mailbox {mailbox_id} does not exist")
 
@@ -98,8 +94,7 @@ def _copy_messages(conn: sqlite3.Connection, src: int, dst: int, pairs: list, ls
             raise ReplayError(f"message {src}/{src_uid} does not exist")
         blob_id, flags, date, size = row
         conn.execute(
-            "INSERT INTO messages (mailbox_id, uid, blob_id, flags, internal_date_us, size, modseq)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (mailbox_id, uid, blob_id, flags, internal_date_us, size, modseq) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (dst, dst_uid, blob_id, flags, date, size, lsn),
         )
         conn.execute("UPDATE blobs SET refs = refs + 1 WHERE id=?", (blob_id,))
@@ -138,16 +133,12 @@ def apply_record(conn: sqlite3.Connection, rtype: int, p: dict[str, Any], lsn: i
     elif t is RecordType.MAILBOX_RENAME:
         if p.get("inbox_to"):
             new_id, name, uidvalidity = p["inbox_to"]
-            inbox = conn.execute(
-                "SELECT id, uidnext FROM mailboxes WHERE account=? AND name='INBOX'", (p["account"],)
-            ).fetchone()
+            inbox = conn.execute("SELECT id, uidnext FROM mailboxes WHERE account=? AND name='INBOX'", (p["account"],)).fetchone()
             _create_mailboxes(conn, p["account"], [[new_id, name, uidvalidity, None]], lsn)
             conn.execute("UPDATE messages SET mailbox_id=?, modseq=? WHERE mailbox_id=?", (new_id, lsn, inbox[0]))
             conn.execute("UPDATE mailboxes SET uidnext=? WHERE id=?", (inbox[1], new_id))
             for (uid,) in conn.execute("SELECT uid FROM messages WHERE mailbox_id=?", (new_id,)).fetchall():
-                conn.execute(
-                    "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)", (inbox[0], uid, lsn)
-                )
+                conn.execute("INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)", (inbox[0], uid, lsn))
             _touch(conn, inbox[0], lsn)
         _create_mailboxes(conn, p["account"], p.get("parents", []), lsn)
         for box_id, new_name in p.get("renames", []):
@@ -183,9 +174,7 @@ def apply_record(conn: sqlite3.Connection, rtype: int, p: dict[str, Any], lsn: i
     elif t is RecordType.FLAGS:
         box_id = p["mailbox"]
         for uid, flags in p["changes"]:
-            cur = conn.execute(
-                "UPDATE messages SET flags=?, modseq=? WHERE mailbox_id=? AND uid=?", (flags, lsn, box_id, uid)
-            )
+            cur = conn.execute("UPDATE messages SET flags=?, modseq=? WHERE mailbox_id=? AND uid=?", (flags, lsn, box_id, uid))
             if cur.rowcount != 1:
                 raise ReplayError(f"message {box_id}/{uid} does not exist")
         _touch(conn, box_id, lsn)

@@ -445,6 +445,7 @@ class Database:
             self.stats["records"] += len(records)
         self.stats["batches"] += 1
         self.stats["commits"] += len(outcomes)
+
         def release() -> None:
             elapsed = time.perf_counter() - started
             if len(self.commit_latency) < 100_000:

@@ -92,9 +92,7 @@ def _missing_parents(conn: sqlite3.Connection, account: str, name: str) -> list[
 
 
 def _messages(conn: sqlite3.Connection, box_id: int, uids: list[int] | None) -> list[tuple]:
-    rows = conn.execute(
-        "SELECT uid, flags, size, modseq FROM messages WHERE mailbox_id=? ORDER BY uid", (box_id,)
-    ).fetchall()
+    rows = conn.execute("SELECT uid, flags, size, modseq FROM messages WHERE mailbox_id=? ORDER BY uid", (box_id,)).fetchall()
     if uids is None:
         return rows
     wanted = set(uids)

@@ -305,9 +305,7 @@ class TransactionLog:
     def _new_segment(self, first_lsn: int) -> None:
         if self.max_bytes is not None:
             if (len(self._segments) + 1) * self.segment_size > self.max_bytes:
-                raise LogFull(
-                    f"log size limit reached ({self.max_bytes} bytes in {len(self._segments)} segments)"
-                )
+                raise LogFull(f"log size limit reached ({self.max_bytes} bytes in {len(self._segments)} segments)")
         if self._fd is not None and self.fsync_enabled:
             # The old segment is complete and durable before a new one exists, so only the last
             # segment can ever hold a torn tail.

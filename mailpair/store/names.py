@@ -26,9 +26,7 @@ class InvalidName(StoreError, ValueError):
 
 def check_user(name: str) -> str:
     if not isinstance(name, str) or not _USER_RE.match(name):
-        raise InvalidName(
-            f"invalid user name {name!r}: use 1-64 of a-z 0-9 . _ + -, starting with a letter or digit"
-        )
+        raise InvalidName(f"invalid user name {name!r}: use 1-64 of a-z 0-9 . _ + -, starting with a letter or digit")
     if ".." in name:
         raise InvalidName(f"invalid user name {name!r}: '..' is not allowed")
     return name

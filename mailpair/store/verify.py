@@ -108,11 +108,7 @@ def verify_database(path: Path) -> Report:
             if result != [("ok",)]:
                 rep.bad("state file integrity check failed: " + "; ".join(r[0] for r in result[:5]))
             rep.applied_lsn = get_meta(conn, "applied_lsn", 0)
-            bad = [
-                blob_id
-                for blob_id, crc, raw in conn.execute("SELECT id, crc, raw FROM blobs")
-                if crc32c.crc32c(raw) != crc
-            ]
+            bad = [blob_id for blob_id, crc, raw in conn.execute("SELECT id, crc, raw FROM blobs") if crc32c.crc32c(raw) != crc]
             if bad:
                 rep.bad(
                     f"state file: {len(bad)} message(s) fail their checksum (first: the one from LSN {bad[0]}); "

@@ -76,16 +76,26 @@ def test_openapi_under_schemathesis_has_no_server_error(pair, tmp_path):
     st = Path(sys.executable).with_name("st")
     r = subprocess.run(
         [
-            str(st), "run", base(pair) + "/openapi.json",
-            "-H", f"Authorization: Bearer {pair['admin_token']}",
-            "--checks", "not_a_server_error",
-            "--max-examples", "25",
-            "--workers", "1",
+            str(st),
+            "run",
+            base(pair) + "/openapi.json",
+            "-H",
+            f"Authorization: Bearer {pair['admin_token']}",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--workers",
+            "1",
             # Role probes answer 503 on the other role by design (load balancers read it); their
             # 200/503 contract is tested above.
-            "--exclude-path-regex", "^/health/(active|passive)$",
+            "--exclude-path-regex",
+            "^/health/(active|passive)$",
         ],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
     )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
 
@@ -98,9 +108,17 @@ def _chromium() -> str | None:
 def test_dashboard_in_headless_chromium(pair, tmp_path):
     url = base(pair) + f"/dashboard#token={pair['admin_token']}"
     flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1200,800",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--window-size=1200,800",
     ]
     dom = subprocess.run([_chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
     assert "node1" in dom and "active" in dom

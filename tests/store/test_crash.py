@@ -43,9 +43,7 @@ def check_state(data: Path) -> Counter:
         db = store.default_database()
 
         def read(conn):
-            rows = conn.execute(
-                "SELECT m.uid, m.size, b.raw, b.refs FROM messages m JOIN blobs b ON b.id = m.blob_id"
-            ).fetchall()
+            rows = conn.execute("SELECT m.uid, m.size, b.raw, b.refs FROM messages m JOIN blobs b ON b.id = m.blob_id").fetchall()
             box = conn.execute("SELECT uidnext FROM mailboxes WHERE account='alice' AND name='INBOX'").fetchone()
             used = conn.execute("SELECT used_bytes FROM accounts WHERE name='alice'").fetchone()[0]
             orphans = conn.execute("SELECT count(*) FROM blobs WHERE id NOT IN (SELECT blob_id FROM messages)").fetchone()

@@ -23,7 +23,14 @@ uids = st.lists(st.integers(1, 12), max_size=5)
 ops = st.one_of(
     st.tuples(st.just("deliver"), st.sampled_from(USERS), st.sampled_from(BOXES + [None]), st.integers(0, 10**6)),
     st.tuples(st.just("append"), st.sampled_from(USERS), st.sampled_from(BOXES), st.lists(st.sampled_from(FLAGS), max_size=3)),
-    st.tuples(st.just("store_flags"), st.sampled_from(USERS), st.sampled_from(BOXES), uids, st.sampled_from(["set", "add", "remove"]), st.lists(st.sampled_from(FLAGS), max_size=3)),
+    st.tuples(
+        st.just("store_flags"),
+        st.sampled_from(USERS),
+        st.sampled_from(BOXES),
+        uids,
+        st.sampled_from(["set", "add", "remove"]),
+        st.lists(st.sampled_from(FLAGS), max_size=3),
+    ),
     st.tuples(st.just("copy"), st.sampled_from(USERS), st.sampled_from(BOXES), st.sampled_from(BOXES), uids),
     st.tuples(st.just("move"), st.sampled_from(USERS), st.sampled_from(BOXES), st.sampled_from(BOXES), uids),
     st.tuples(st.just("expunge"), st.sampled_from(USERS), st.sampled_from(BOXES)),

@@ -36,12 +36,21 @@ def boxes(db, user="alice"):
 
 def test_new_account_has_special_use_folders(db):
     specials = db.read_sync(lambda c: dict(c.execute("SELECT name, special_use FROM mailboxes").fetchall()))
-    assert specials == {"INBOX": None, "Drafts": "\\Drafts", "Sent": "\\Sent", "Trash": "\\Trash", "Junk": "\\Junk", "Archive": "\\Archive"}
+    assert specials == {
+        "INBOX": None,
+        "Drafts": "\\Drafts",
+        "Sent": "\\Sent",
+        "Trash": "\\Trash",
+        "Junk": "\\Junk",
+        "Archive": "\\Archive",
+    }
 
 
 def test_deliver_per_recipient_results_and_plus_folder(db):
     db.commit("mailbox_create", account="alice", name="lists")
-    r = db.commit("deliver", recipients=[("alice", "lists"), ("nobody", None), ("alice", "nosuch")], date=1, **prepare_message(message(1)))
+    r = db.commit(
+        "deliver", recipients=[("alice", "lists"), ("nobody", None), ("alice", "nosuch")], date=1, **prepare_message(message(1))
+    )
     assert r["results"][0] == ("ok", "lists", 1)
     assert isinstance(r["results"][1][1], NoSuchAccount)
     assert r["results"][2] == ("ok", "INBOX", 1)
@@ -71,7 +80,11 @@ def test_flags_copy_move_expunge_and_modseq(db):
     assert m["pairs"] == [[3, 1]]
     e = db.commit("expunge", account="alice", mailbox="INBOX")
     assert e["uids"] == [1, 2]
-    left = db.read_sync(lambda c: c.execute("SELECT count(*) FROM messages m JOIN mailboxes b ON b.id=m.mailbox_id WHERE b.name='INBOX'").fetchone()[0])
+    left = db.read_sync(
+        lambda c: c.execute(
+            "SELECT count(*) FROM messages m JOIN mailboxes b ON b.id=m.mailbox_id WHERE b.name='INBOX'"
+        ).fetchone()[0]
+    )
     assert left == 0
     expunged = db.read_sync(lambda c: [r[0] for r in c.execute("SELECT uid FROM expunged ORDER BY uid")])
     assert expunged == [1, 2, 3]
@@ -88,7 +101,13 @@ def test_rename_moves_children_and_inbox_rename_empties_inbox(db):
         db.commit("mailbox_create", account="alice", name="job".replace("j", "J"))
     deliver(db, "alice", 1)
     db.commit("mailbox_rename", account="alice", old="inbox", new="Old")
-    counts = db.read_sync(lambda c: dict(c.execute("SELECT b.name, count(m.uid) FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id=b.id GROUP BY b.name").fetchall()))
+    counts = db.read_sync(
+        lambda c: dict(
+            c.execute(
+                "SELECT b.name, count(m.uid) FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id=b.id GROUP BY b.name"
+            ).fetchall()
+        )
+    )
     assert counts["INBOX"] == 0 and counts["Old"] == 1
     with pytest.raises(StoreError):
         db.commit("mailbox_delete", account="alice", name="INBOX")
@@ -106,7 +125,7 @@ def test_bad_mailbox_names_refused(bad):
         check_mailbox(bad)
 
 
-@pytest.mark.parametrize("bad", ["", "\\Bogus", "a b", "par(en", "quo\"te", "br]ace", "star*", "ünï"])
+@pytest.mark.parametrize("bad", ["", "\\Bogus", "a b", "par(en", 'quo"te', "br]ace", "star*", "ünï"])
 def test_bad_flags_refused(bad):
     with pytest.raises(InvalidName):
         check_flag(bad)
@@ -125,7 +144,9 @@ def test_group_commit_shares_fsyncs(db):
     fsyncs = db.log.fsync_count
     prepared = prepare_message(message(1))
     # Submitted together, as 500 concurrent connections would.
-    futs = [db.submit("deliver", {"recipients": [("alice", None)], "date": time.time_ns() // 1000, **prepared}) for _ in range(500)]
+    futs = [
+        db.submit("deliver", {"recipients": [("alice", None)], "date": time.time_ns() // 1000, **prepared}) for _ in range(500)
+    ]
     for f in futs:
         f.result()
     used = db.log.fsync_count - fsyncs

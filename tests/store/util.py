@@ -25,6 +25,4 @@ def open_store(path: Path, **config) -> NodeStore:
 
 
 def deliver(db, user: str, n: int, size: int = 4096, folder=None) -> dict:
-    return db.commit(
-        "deliver", recipients=[(user, folder)], date=time.time_ns() // 1000, **prepare_message(message(n, size))
-    )
+    return db.commit("deliver", recipients=[(user, folder)], date=time.time_ns() // 1000, **prepare_message(message(n, size)))
