@@ -127,3 +127,19 @@ def test_dashboard_in_headless_chromium(pair, tmp_path):
     shot = tmp_path / "dashboard.png"
     subprocess.run([_chromium(), *flags, f"--screenshot={shot}", url], capture_output=True, timeout=90)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_status_table_for_people(pair):
+    """The rich table an admin reads: every database's copies with their queues, times and witness."""
+    r = subprocess.run(
+        [sys.executable, "-m", "mailpair", "status", "--dir", pair["dir"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for col in ("copy status", "copy queue", "replay queue", "last stored", "lag", "backup age", "witness"):
+        assert col in out, f"{col!r} missing from:\n{out}"
+    assert "mail" in out and "Mounted" in out and "node1" in out
