@@ -1,0 +1,1 @@
+"""Peer servers (Debian packages) started privately for side-by-side benchmarks and tests."""
