@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+import pytest
+
+from delivery.util import DeliveryNode
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = DeliveryNode(tmp_path / "node")
+    yield n
+    n.close()
