@@ -344,6 +344,9 @@ _ENHANCED = {
     "554": "5.3.0",
     "555": "5.5.4",
 }
+# RFC 5321 4.1.2: a path is <addr> (or <> for MAIL), then optional parameters. aiosmtpd's parser
+# is lenient ("<a b@c>" and a missing ">" pass); these are refused before it sees them.
+_PATH = re.compile(r"^<[^<>\s\x00-\x1f\x7f]*>(?:\s+\S.*)?$")
 _HAS_ENHANCED = re.compile(r"^\d\d\d [245]\.\d{1,3}\.\d{1,3}")
 
 
@@ -448,6 +451,22 @@ class DeliverySession(SMTP):
             await SMTP.smtp_EHLO(self, hostname)
         finally:
             self._raw_replies = False
+
+    # ------------------------------------------------------------------ MAIL, RCPT
+    async def _path_ok(self, keyword: str, arg: str | None) -> bool:
+        rest = self._strip_command_keyword(keyword, arg) if arg else None
+        if rest and not _PATH.match(rest):
+            await self.push("553 5.1.3 Error: malformed address (expected <local@domain>)")
+            return False
+        return True
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if await self._path_ok("FROM:", arg):
+            await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if await self._path_ok("TO:", arg):
+            await super().smtp_RCPT(arg)
 
     # ------------------------------------------------------------------ DATA
     def data_replies(self, replies: list[str]) -> str:
