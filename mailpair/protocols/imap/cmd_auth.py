@@ -1,0 +1,164 @@
+"""Commands valid in any state, and logging in: CAPABILITY, NOOP, LOGOUT, ID, ENABLE, STARTTLS,
+LOGIN, AUTHENTICATE, NAMESPACE."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+
+from mailpair.protocols.imap import reads
+from mailpair.protocols.imap.args import Args
+from mailpair.protocols.imap.session import ANY, AUTH, NOTAUTH, Answered, Bad, Closed, No, Session, command
+from mailpair.store import verify_password
+
+_ENABLE_KNOWN = {"CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2"}
+
+
+@command("CAPABILITY", ANY)
+async def capability(s: Session, tag: bytes, a: Args) -> bytes:
+    a.end()
+    s.send(b"* CAPABILITY " + b" ".join(s.capabilities()) + b"\r\n")
+    return b"OK CAPABILITY completed"
+
+
+@command("NOOP", ANY)
+async def noop(s: Session, tag: bytes, a: Args) -> bytes:
+    a.end()
+    return b"OK NOOP completed"
+
+
+@command("CHECK", frozenset({"selected"}))
+async def check(s: Session, tag: bytes, a: Args) -> bytes:
+    a.end()
+    return b"OK CHECK completed"
+
+
+@command("LOGOUT", ANY)
+async def logout(s: Session, tag: bytes, a: Args) -> bytes:
+    a.end()
+    s.send(b"* BYE logging out\r\n")
+    s.state = "logout"
+    return b"OK LOGOUT completed"
+
+
+@command("ID", ANY)
+async def id_(s: Session, tag: bytes, a: Args) -> bytes:
+    a.next("client ID list or NIL")
+    a.end()
+    s.send(b'* ID ("name" "mailpair" "vendor" "mailpair")\r\n')
+    return b"OK ID completed"
+
+
+@command("ENABLE", AUTH)
+async def enable(s: Session, tag: bytes, a: Args) -> bytes:
+    if not a.more():
+        raise Bad("ENABLE needs capability names")
+    newly = []
+    while a.more():
+        cap = a.atom("capability").upper()
+        if cap in _ENABLE_KNOWN and cap not in s.enabled:
+            s.enabled.add(cap)
+            newly.append(cap)
+            if cap == "QRESYNC" and "CONDSTORE" not in s.enabled:
+                s.enabled.add("CONDSTORE")
+                newly.append("CONDSTORE")
+    if "CONDSTORE" in s.enabled:
+        s.condstore = True
+    s.send(b"* ENABLED" + b"".join(b" " + c.encode() for c in newly) + b"\r\n")
+    return b"OK ENABLE completed"
+
+
+@command("NAMESPACE", AUTH)
+async def namespace(s: Session, tag: bytes, a: Args) -> bytes:
+    a.end()
+    s.send(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
+    return b"OK NAMESPACE completed"
+
+
+@command("STARTTLS", NOTAUTH)
+async def starttls(s: Session, tag: bytes, a: Args) -> bytes:
+    a.end()
+    if s.server.ssl_context is None:
+        raise No("TLS is not configured on this listener")
+    if s.tls:
+        raise Bad("TLS is already active")
+    s.send(tag + b" OK Begin TLS negotiation now\r\n")
+    await s.flush()
+    # Anything the client pipelined after STARTTLS came in the clear: drop it (RFC 9051 6.2.1).
+    s.framer.buf.clear()
+    try:
+        await asyncio.wait_for(s.writer.start_tls(s.server.ssl_context), s.settings.command_timeout)
+    except (OSError, TimeoutError) as e:
+        raise Closed(f"TLS handshake failed: {e}") from None
+    s.tls = True
+    raise Answered
+
+
+async def _authenticate_user(s: Session, user: str, password: str) -> bytes:
+    delay = s.server.login_delay(s.peer)
+    db = None
+    row = None
+    for candidate in list(s.server.store.databases.values()):
+        row = await candidate.read(reads.account, user)
+        if row is not None:
+            db = candidate
+            break
+    ok = False
+    if row is not None and password:
+        ok = await asyncio.to_thread(verify_password, password, row[0])
+    if not ok:
+        s.server.login_failed(s.peer)
+        await asyncio.sleep(delay + s.settings.login_delay * 0.5)
+        raise No("invalid user name or password", b"AUTHENTICATIONFAILED")
+    limit = s.settings.max_connections_per_user
+    if s.server.user_connections.get(user, 0) >= limit:
+        raise No(f"too many connections for {user} (limit {limit})", b"LIMIT")
+    s.server.login_succeeded(s.peer)
+    s.server.user_connections[user] = s.server.user_connections.get(user, 0) + 1
+    s.user = user
+    s.db = db
+    s.state = "auth"
+    return b"OK [CAPABILITY " + b" ".join(s.capabilities()) + b"] logged in"
+
+
+def _check_plaintext(s: Session) -> None:
+    if not s.tls and not s.settings.plaintext_allowed():
+        raise No("log in over TLS (STARTTLS) first", b"PRIVACYREQUIRED")
+
+
+@command("LOGIN", NOTAUTH)
+async def login(s: Session, tag: bytes, a: Args) -> bytes:
+    user = a.astring("user name").decode("utf-8", "replace")
+    password = a.astring("password").decode("utf-8", "replace")
+    a.end()
+    _check_plaintext(s)
+    return await _authenticate_user(s, user, password)
+
+
+@command("AUTHENTICATE", NOTAUTH)
+async def authenticate(s: Session, tag: bytes, a: Args) -> bytes:
+    mech = a.atom("mechanism").upper()
+    initial = a.astring("initial response") if a.more() else None
+    a.end()
+    if mech != "PLAIN":
+        raise No(f"unsupported mechanism {mech[:20]}; use PLAIN", b"CANNOT")
+    _check_plaintext(s)
+    if initial is None:
+        s.send(b"+ \r\n")
+        await s.flush()
+        initial = await s.read_line()
+        if initial.strip() == b"*":
+            raise Bad("authentication cancelled")
+    elif initial == b"=":
+        initial = b""
+    try:
+        decoded = base64.b64decode(initial.strip(), validate=True)
+        authz, authc, password = decoded.split(b"\0")
+        user = authc.decode("utf-8")
+        pw = password.decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise Bad("malformed SASL PLAIN response") from None
+    if authz and authz != authc:
+        raise No("acting as another user is not allowed", b"AUTHORIZATIONFAILED")
+    return await _authenticate_user(s, user, pw)

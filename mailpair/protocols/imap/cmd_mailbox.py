@@ -1,0 +1,404 @@
+"""Mailbox commands: LIST/LSUB (LIST-EXTENDED, LIST-STATUS, SPECIAL-USE, CHILDREN), STATUS,
+CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, quota, APPEND, SELECT/EXAMINE."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import re
+import time
+
+from mailpair.protocols.imap import reads, wire
+from mailpair.protocols.imap.args import Args, Atom, ParseError, as_astring, as_number
+from mailpair.protocols.imap.selected import Selected
+from mailpair.protocols.imap.session import AUTH, Bad, No, Session, command
+from mailpair.store import NoSuchMailbox, prepare_message
+from mailpair.store.names import DELIMITER
+
+_STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT", "SIZE", "HIGHESTMODSEQ", "DELETED")
+_SPECIAL_USES = {"\\DRAFTS", "\\SENT", "\\TRASH", "\\JUNK", "\\ARCHIVE", "\\ALL", "\\FLAGGED"}
+_MONTHS = {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}
+_DATE_TIME = re.compile(r"^([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$")
+
+
+def _pattern_regex(ref: str, pattern: str) -> re.Pattern:
+    full = pattern if (not ref or pattern.startswith(DELIMITER)) else ref + pattern
+    if full[:5].upper() == "INBOX" and (len(full) == 5 or full[5] == DELIMITER):
+        full = "INBOX" + full[5:]
+    out = []
+    for ch in full:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append("[^" + re.escape(DELIMITER) + "]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.S)
+
+
+def _match_name(rx: re.Pattern, name: str) -> bool:
+    return bool(rx.fullmatch(name))
+
+
+async def _status_line(s: Session, name: str, items: list[str]) -> bytes | None:
+    st = await s.db.read(reads.status, s.user, name, s.server.recent.claimed)
+    if st is None:
+        return None
+    vals = []
+    for it in items:
+        if it == "APPENDLIMIT":
+            vals.append(b"APPENDLIMIT %d" % s.settings.literal_limit())
+        else:
+            vals.append(it.encode() + b" %d" % st[it])
+    return b"* STATUS " + s.mailbox_out(name) + b" (" + b" ".join(vals) + b")\r\n"
+
+
+def _status_items(lst: list) -> list[str]:
+    items = []
+    for v in lst:
+        if not isinstance(v, Atom) or v.upper() not in (*_STATUS_ITEMS, "APPENDLIMIT"):
+            raise ParseError(f"unknown status item {str(v)[:30]}")
+        items.append(v.upper())
+    if not items:
+        raise ParseError("STATUS needs at least one item")
+    return items
+
+
+@command("LIST", AUTH)
+async def list_(s: Session, tag: bytes, a: Args) -> bytes:
+    select_opts: set[str] = set()
+    if isinstance(a.peek(), list):
+        select_opts = {str(x).upper() for x in a.list()}
+        if not select_opts <= {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}:
+            raise Bad("unknown LIST selection option")
+        if select_opts == {"RECURSIVEMATCH"}:
+            raise Bad("RECURSIVEMATCH needs another selection option")
+    ref = s.mailbox_in(a.astring("reference"))
+    pat = a.next("mailbox pattern")
+    patterns = [s.mailbox_in(as_astring(p, "pattern")) for p in (pat if isinstance(pat, list) else [pat])]
+    return_opts: set[str] = set()
+    status_items: list[str] = []
+    if a.more():
+        if a.atom("RETURN").upper() != "RETURN":
+            raise Bad("expected RETURN")
+        opts = a.list("return options")
+        i = 0
+        while i < len(opts):
+            o = str(opts[i]).upper()
+            if o == "STATUS":
+                if i + 1 >= len(opts) or not isinstance(opts[i + 1], list):
+                    raise Bad("RETURN (STATUS (items))")
+                status_items = _status_items(opts[i + 1])
+                i += 1
+            elif o not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"):
+                raise Bad(f"unknown return option {o[:20]}")
+            return_opts.add(o)
+            i += 1
+    a.end()
+    if patterns == [""]:
+        s.send(b'* LIST (\\Noselect) "/" ""\r\n')
+        return b"OK LIST completed"
+    boxes, subs = await s.db.read(reads.mailboxes, s.user)
+    names = [b[0] for b in boxes]
+    uses = {b[0]: b[1] for b in boxes}
+    regexes = [_pattern_regex(ref, p) for p in patterns]
+    candidates = sorted(set(names) | (subs if "SUBSCRIBED" in select_opts else set()))
+    for name in candidates:
+        if not any(_match_name(rx, name) for rx in regexes):
+            continue
+        exists = name in uses
+        if "SUBSCRIBED" in select_opts and name not in subs:
+            continue
+        if "SPECIAL-USE" in select_opts and not uses.get(name):
+            continue
+        attrs = []
+        if not exists:
+            attrs.append("\\NonExistent")
+        else:
+            prefix = name + DELIMITER
+            attrs.append("\\HasChildren" if any(n.startswith(prefix) for n in names) else "\\HasNoChildren")
+            if uses.get(name):
+                attrs.append(uses[name])
+        if name in subs and ("SUBSCRIBED" in select_opts or "SUBSCRIBED" in return_opts):
+            attrs.append("\\Subscribed")
+        s.send(b"* LIST (" + " ".join(attrs).encode() + b') "/" ' + s.mailbox_out(name) + b"\r\n")
+        if status_items and exists:
+            line = await _status_line(s, name, status_items)
+            if line:
+                s.send(line)
+    return b"OK LIST completed"
+
+
+@command("LSUB", AUTH)
+async def lsub(s: Session, tag: bytes, a: Args) -> bytes:
+    ref = s.mailbox_in(a.astring("reference"))
+    pattern = s.mailbox_in(a.astring("pattern"))
+    a.end()
+    boxes, subs = await s.db.read(reads.mailboxes, s.user)
+    existing = {b[0] for b in boxes}
+    rx = _pattern_regex(ref, pattern)
+    for name in sorted(subs):
+        if _match_name(rx, name):
+            attrs = b"" if name in existing else b"\\Noselect"
+            s.send(b"* LSUB (" + attrs + b') "/" ' + s.mailbox_out(name) + b"\r\n")
+    return b"OK LSUB completed"
+
+
+@command("STATUS", AUTH)
+async def status(s: Session, tag: bytes, a: Args) -> bytes:
+    name = s.mailbox_in(a.astring("mailbox"))
+    items = _status_items(a.list("status items"))
+    a.end()
+    line = await _status_line(s, name, items)
+    if line is None:
+        raise No(f"no such mailbox: {name}", b"NONEXISTENT")
+    s.send(line)
+    return b"OK STATUS completed"
+
+
+@command("CREATE", AUTH)
+async def create(s: Session, tag: bytes, a: Args) -> bytes:
+    name = s.mailbox_in(a.astring("mailbox")).rstrip(DELIMITER)
+    use = None
+    if a.more():
+        opts = a.list("create parameters")
+        if len(opts) != 2 or str(opts[0]).upper() != "USE" or not isinstance(opts[1], list) or len(opts[1]) > 1:
+            raise Bad("expected (USE (\\special-use))")
+        if opts[1]:
+            use = str(opts[1][0])
+            if use.upper() not in _SPECIAL_USES:
+                raise No(f"unknown special use {use[:20]}", b"USEATTR")
+            use = "\\" + use[1:].capitalize()
+    a.end()
+    if not name:
+        raise Bad("empty mailbox name")
+    await s.db.acommit("mailbox_create", account=s.user, name=name, special_use=use)
+    return b"OK CREATE completed"
+
+
+@command("DELETE", AUTH)
+async def delete(s: Session, tag: bytes, a: Args) -> bytes:
+    name = s.mailbox_in(a.astring("mailbox"))
+    a.end()
+    await s.db.acommit("mailbox_delete", account=s.user, name=name)
+    return b"OK DELETE completed"
+
+
+@command("RENAME", AUTH)
+async def rename(s: Session, tag: bytes, a: Args) -> bytes:
+    old = s.mailbox_in(a.astring("mailbox"))
+    new = s.mailbox_in(a.astring("new name")).rstrip(DELIMITER)
+    a.end()
+    await s.db.acommit("mailbox_rename", account=s.user, old=old, new=new)
+    if s.sel is not None:
+        row = await s.db.read(reads.snapshot, s.sel.box_id)
+        if row[0] is not None:
+            s.sel.name = row[0][1]
+    return b"OK RENAME completed"
+
+
+@command("SUBSCRIBE", AUTH)
+async def subscribe(s: Session, tag: bytes, a: Args) -> bytes:
+    name = s.mailbox_in(a.astring("mailbox"))
+    a.end()
+    await s.db.acommit("subscribe", account=s.user, name=name, on=True)
+    return b"OK SUBSCRIBE completed"
+
+
+@command("UNSUBSCRIBE", AUTH)
+async def unsubscribe(s: Session, tag: bytes, a: Args) -> bytes:
+    name = s.mailbox_in(a.astring("mailbox"))
+    a.end()
+    await s.db.acommit("subscribe", account=s.user, name=name, on=False)
+    return b"OK UNSUBSCRIBE completed"
+
+
+# ---------------------------------------------------------------------------- quota
+async def _send_quota(s: Session) -> bool:
+    row = await s.db.read(reads.account, s.user)
+    if row is None or not row[1]:
+        return False
+    used_kb = (row[2] + 1023) // 1024
+    s.send(b'* QUOTA "" (STORAGE %d %d)\r\n' % (used_kb, row[1] // 1024))
+    return True
+
+
+@command("GETQUOTAROOT", AUTH)
+async def getquotaroot(s: Session, tag: bytes, a: Args) -> bytes:
+    name = s.mailbox_in(a.astring("mailbox"))
+    a.end()
+    if await s.db.read(reads.mailbox, s.user, name) is None:
+        raise No(f"no such mailbox: {name}", b"NONEXISTENT")
+    row = await s.db.read(reads.account, s.user)
+    if row is None or not row[1]:
+        s.send(b"* QUOTAROOT " + s.mailbox_out(name) + b"\r\n")
+    else:
+        s.send(b"* QUOTAROOT " + s.mailbox_out(name) + b' ""\r\n')
+        await _send_quota(s)
+    return b"OK GETQUOTAROOT completed"
+
+
+@command("GETQUOTA", AUTH)
+async def getquota(s: Session, tag: bytes, a: Args) -> bytes:
+    root = a.astring("quota root")
+    a.end()
+    if root != b"" or not await _send_quota(s):
+        raise No("no such quota root")
+    return b"OK GETQUOTA completed"
+
+
+@command("SETQUOTA", AUTH)
+async def setquota(s: Session, tag: bytes, a: Args) -> bytes:
+    raise No("quotas are set by the administrator (mailpair user quota)", b"NOPERM")
+
+
+# ---------------------------------------------------------------------------- APPEND
+def parse_date_time(v: bytes) -> int:
+    m = _DATE_TIME.match(v.decode("ascii", "replace"))
+    if not m or m.group(2).upper() not in _MONTHS:
+        raise Bad('bad date-time (use "28-Nov-2026 15:18:37 +0000")')
+    d, mon, y, hh, mm, ss, sign, zh, zm = m.groups()
+    try:
+        t = calendar.timegm((int(y), _MONTHS[mon.upper()], int(d), int(hh), int(mm), int(ss)))
+    except ValueError:
+        raise Bad("bad date-time") from None
+    offset = (int(zh) * 3600 + int(zm) * 60) * (1 if sign == "+" else -1)
+    return (t - offset) * 1_000_000
+
+
+@command("APPEND", AUTH)
+async def append(s: Session, tag: bytes, a: Args) -> bytes:
+    name = s.mailbox_in(a.astring("mailbox"))
+    flags: list[str] = []
+    date_us = None
+    if isinstance(a.peek(), list):
+        for f in a.list():
+            if not isinstance(f, Atom):
+                raise Bad("flags are atoms")
+            if f.upper() != "\\RECENT":
+                flags.append(str(f))
+    nxt = a.next("message literal")
+    if isinstance(nxt, bytes) and a.more():  # the optional date-time came first
+        date_us = parse_date_time(nxt)
+        nxt = a.next("message literal")
+    if isinstance(nxt, Atom) and nxt.upper() == "UTF8":  # RFC 6855: APPEND ... UTF8 (~{n}...)
+        inner = a.list("UTF8 message")
+        if len(inner) != 1 or not isinstance(inner[0], bytes):
+            raise Bad("UTF8 needs one literal8 in parentheses")
+        nxt = inner[0]
+    if not isinstance(nxt, bytes):
+        raise Bad("the message must be a literal")
+    if a.more():
+        raise Bad("one message per APPEND (MULTIAPPEND is not supported)")
+    raw = bytes(nxt)
+    if not raw:
+        raise No("empty message")
+    limit = s.settings.literal_limit()
+    if len(raw) > 64 * 1024:
+        prepared = await asyncio.to_thread(prepare_message, raw, limit)
+    else:
+        prepared = prepare_message(raw, limit)
+    if date_us is None:
+        date_us = time.time_ns() // 1000
+    try:
+        res = await s.db.acommit("append", account=s.user, mailbox=name, date=date_us, flags=flags, **prepared)
+    except NoSuchMailbox:
+        raise No(f"no such mailbox: {name}", b"TRYCREATE") from None
+    if s.sel is not None and res["mailbox_id"] == s.sel.box_id:
+        s.dirty = True
+    return b"OK [APPENDUID %d %d] APPEND completed" % (res["uidvalidity"], res["uid"])
+
+
+# ---------------------------------------------------------------------------- SELECT
+async def _select(s: Session, a: Args, readonly: bool) -> bytes:
+    name = s.mailbox_in(a.astring("mailbox"))
+    qresync_args = None
+    if a.more():
+        params = a.list("select parameters")
+        i = 0
+        while i < len(params):
+            p = str(params[i]).upper() if isinstance(params[i], Atom) else ""
+            if p == "CONDSTORE":
+                s.condstore = True
+            elif p == "QRESYNC":
+                if not s.qresync:
+                    raise Bad("ENABLE QRESYNC first")
+                if i + 1 >= len(params) or not isinstance(params[i + 1], list):
+                    raise Bad("QRESYNC needs (uidvalidity modseq [known-uids])")
+                qresync_args = params[i + 1]
+                i += 1
+            else:
+                raise Bad(f"unknown select parameter {str(params[i])[:20]}")
+            i += 1
+    a.end()
+    if s.sel is not None:
+        s.sel = None
+        s.state = "auth"
+        if s.qresync:
+            s.send(b"* OK [CLOSED] previous mailbox closed\r\n")
+    row = await s.db.read(reads.mailbox, s.user, name)
+    if row is None:
+        raise No(f"no such mailbox: {name}", b"NONEXISTENT")
+    row, msgs = await s.db.read(reads.snapshot, row[0])
+    if row is None:
+        raise No(f"no such mailbox: {name}", b"NONEXISTENT")
+    recent = s.server.recent.claim(row[0], [m[0] for m in msgs]) if not readonly else set()
+    sel = Selected(row, msgs, readonly, recent)
+    keywords = sorted({f for m in msgs for f in m[1].split() if not f.startswith("\\")})
+    flags = " ".join(["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", *keywords]).encode()
+    s.send(b"* FLAGS (" + flags + b")\r\n")
+    if readonly:
+        s.send(b"* OK [PERMANENTFLAGS ()] read-only mailbox\r\n")
+    else:
+        s.send(b"* OK [PERMANENTFLAGS (" + flags + b" \\*)] flags permitted\r\n")
+    s.send(b"* %d EXISTS\r\n" % len(msgs))
+    if not s.rev2:
+        s.send(b"* %d RECENT\r\n" % len(recent))
+        first_unseen = next((i + 1 for i, m in enumerate(msgs) if "\\Seen" not in m[1].split()), None)
+        if first_unseen:
+            s.send(b"* OK [UNSEEN %d] first unseen message\r\n" % first_unseen)
+    s.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % sel.uidvalidity)
+    s.send(b"* OK [UIDNEXT %d] predicted next UID\r\n" % sel.uidnext)
+    s.send(b"* OK [HIGHESTMODSEQ %d] highest modseq\r\n" % sel.highestmodseq)
+    if s.rev2:
+        s.send(b'* LIST () "/" ' + s.mailbox_out(sel.name) + b"\r\n")
+    if qresync_args is not None:
+        await _qresync(s, sel, qresync_args)
+    s.sel = sel
+    s.state = "selected"
+    s.dirty = True  # catch anything committed between the snapshot and now
+    return b"OK [READ-ONLY] EXAMINE completed" if readonly else b"OK [READ-WRITE] SELECT completed"
+
+
+async def _qresync(s: Session, sel: Selected, args: list) -> None:
+    from mailpair.protocols.imap import seqset
+
+    if len(args) < 2:
+        raise Bad("QRESYNC needs uidvalidity and modseq")
+    uv = as_number(args[0], "uidvalidity")
+    since = as_number(args[1], "modseq")
+    known = None
+    if len(args) > 2 and isinstance(args[2], Atom):
+        known = seqset.parse(args[2])
+        if known == "$":
+            raise Bad("$ is not allowed here")
+    if uv != sel.uidvalidity:
+        return
+    gone = await s.db.read(reads.expunged_since, sel.box_id, since)
+    if known is not None:
+        gone = [u for u in gone if seqset.contains(known, u, 2**32)]
+    if gone:
+        s.send(b"* VANISHED (EARLIER) " + wire.seq_set(gone) + b"\r\n")
+    for i, uid in enumerate(sel.uids):
+        if sel.modseqs[uid] > since and (known is None or seqset.contains(known, uid, 2**32)):
+            s.send(b"* %d FETCH (UID %d FLAGS (%s) MODSEQ (%d))\r\n" % (i + 1, uid, sel.flags[uid].encode(), sel.modseqs[uid]))
+
+
+@command("SELECT", AUTH)
+async def select(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _select(s, a, readonly=False)
+
+
+@command("EXAMINE", AUTH)
+async def examine(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _select(s, a, readonly=True)

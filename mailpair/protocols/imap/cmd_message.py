@@ -1,0 +1,374 @@
+"""Commands on the selected mailbox: FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE (and their UID
+forms), CLOSE, UNSELECT, IDLE."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mailpair.protocols.imap import fetch as fetchmod
+from mailpair.protocols.imap import framing, reads, search, seqset, wire
+from mailpair.protocols.imap.args import Args, Atom, as_number
+from mailpair.protocols.imap.session import SELECTED, Bad, Closed, No, Session, command
+from mailpair.store import NoSuchMailbox
+
+
+def _targets(s: Session, text: str, uid: bool) -> list[tuple[int, int]]:
+    """(msn, uid) pairs a sequence set names, sorted, against the session's view."""
+    sel = s.sel
+    ranges = seqset.parse(text)
+    if ranges == "$":
+        saved = s.saved or set()
+        return [(i + 1, u) for i, u in enumerate(sel.uids) if u in saved]
+    if uid:
+        uids = seqset.resolve_uids(ranges, sel.uids)
+        return [(sel.msn_of(u), u) for u in uids]
+    msns = seqset.resolve_msn(ranges, len(sel.uids))
+    return [(m, sel.uids[m - 1]) for m in msns]
+
+
+# ---------------------------------------------------------------------------- FETCH
+async def _fetch(s: Session, a: Args, uid: bool) -> bytes:
+    sel = s.sel
+    targets = _targets(s, a.atom("sequence set"), uid)
+    req = fetchmod.parse_items(a.next("fetch items"))
+    changed_since = None
+    vanished = False
+    if a.more():
+        mods = a.list("fetch modifiers")
+        i = 0
+        while i < len(mods):
+            m = str(mods[i]).upper()
+            if m == "CHANGEDSINCE" and i + 1 < len(mods):
+                changed_since = as_number(mods[i + 1], "mod-sequence")
+                i += 2
+            elif m == "VANISHED":
+                vanished = True
+                i += 1
+            else:
+                raise Bad(f"unknown fetch modifier {m[:20]}")
+        if vanished and (not uid or changed_since is None or not s.qresync):
+            raise Bad("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC")
+        if changed_since is not None:
+            s.condstore = True
+    a.end()
+    if any(it.name == "MODSEQ" for it in req.items):
+        s.condstore = True
+    if vanished:
+        gone = await s.db.read(reads.expunged_since, sel.box_id, changed_since)
+        text = a.values[0]
+        ranges = seqset.parse(text)
+        if ranges != "$":
+            gone = [u for u in gone if seqset.contains(ranges, u, sel.uidnext)]
+        if gone:
+            s.send(b"* VANISHED (EARLIER) " + wire.seq_set(gone) + b"\r\n")
+    if req.sets_seen and not sel.readonly:
+        unseen = [u for _, u in targets if "\\Seen" not in sel.flags.get(u, "").split()]
+        if unseen:
+            await s.db.acommit("store_flags", account=s.user, mailbox=sel.name, uids=unseen, flags=["\\Seen"], mode="add")
+    if req.sets_seen and sel.readonly:
+        req.sets_seen = False
+    batch = max(1, s.settings.fetch_batch if (req.needs_raw or req.needs_bs or req.needs_env) else 5000)
+    problems: list[str] = []
+    for i in range(0, len(targets), batch):
+        chunk = targets[i : i + batch]
+        data, reported, probs = await s.db.read(
+            fetchmod.render, sel.box_id, chunk, req, uid, s.condstore and changed_since is not None, changed_since
+        )
+        problems += probs
+        for u, flags, modseq in reported:
+            sel.record_flags(u, flags, modseq)
+        s.send(data)
+        await s.flush()
+    if problems:
+        raise No(problems[0], b"UNKNOWN-CTE")
+    return b"OK FETCH completed"
+
+
+@command("FETCH", SELECTED)
+async def fetch(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _fetch(s, a, uid=False)
+
+
+@command("UID FETCH", SELECTED)
+async def uid_fetch(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _fetch(s, a, uid=True)
+
+
+# ---------------------------------------------------------------------------- STORE
+async def _store(s: Session, a: Args, uid: bool) -> bytes:
+    sel = s.sel
+    if sel.readonly:
+        raise No("mailbox is read-only (EXAMINE)", b"READ-ONLY")
+    targets = _targets(s, a.atom("sequence set"), uid)
+    unchanged_since = None
+    if isinstance(a.peek(), list):
+        mods = a.list()
+        if len(mods) != 2 or str(mods[0]).upper() != "UNCHANGEDSINCE":
+            raise Bad("expected (UNCHANGEDSINCE modseq)")
+        unchanged_since = as_number(mods[1], "mod-sequence")
+        s.condstore = True
+    op = a.atom("+FLAGS, -FLAGS or FLAGS").upper()
+    silent = op.endswith(".SILENT")
+    base = op.removesuffix(".SILENT")
+    mode = {"FLAGS": "set", "+FLAGS": "add", "-FLAGS": "remove"}.get(base)
+    if mode is None:
+        raise Bad(f"unknown store item {op[:20]}")
+    flags: list[str] = []
+    while a.more():
+        v = a.next()
+        for f in v if isinstance(v, list) else [v]:
+            if not isinstance(f, Atom):
+                raise Bad("flags are atoms")
+            if f.upper() != "\\RECENT":
+                flags.append(str(f))
+    if not targets:
+        return b"OK STORE completed (no messages)"
+    uids = [u for _, u in targets]
+    res = await s.db.acommit(
+        "store_flags",
+        account=s.user,
+        mailbox=sel.name,
+        uids=uids,
+        flags=flags,
+        mode=mode,
+        unchanged_since=unchanged_since,
+    )
+    changed = set(res["changed"])
+    report = uids if not silent else (sorted(changed) if s.condstore else [])
+    current = await s.db.read(reads.flags_of, sel.box_id, sorted(report)) if report else {}
+    for u in report:
+        if u not in current:
+            continue
+        f, modseq = current[u]
+        sel.record_flags(u, f, modseq)
+        msn = sel.msn_of(u)
+        if msn is None:
+            continue
+        parts = [b"FLAGS (" + f.encode() + b")"]
+        if uid or s.qresync:
+            parts.insert(0, b"UID %d" % u)
+        if s.condstore:
+            parts.append(b"MODSEQ (%d)" % modseq)
+        s.send(b"* %d FETCH (" % msn + b" ".join(parts) + b")\r\n")
+    if res["modified"]:
+        mod = res["modified"] if uid else [sel.msn_of(u) for u in res["modified"] if sel.msn_of(u)]
+        return b"OK [MODIFIED " + wire.seq_set(mod) + b"] conditional STORE failed for some messages"
+    return b"OK STORE completed"
+
+
+@command("STORE", SELECTED)
+async def store(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _store(s, a, uid=False)
+
+
+@command("UID STORE", SELECTED)
+async def uid_store(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _store(s, a, uid=True)
+
+
+# ---------------------------------------------------------------------------- SEARCH
+async def _search(s: Session, tag: bytes, a: Args, uid: bool) -> bytes:
+    sel = s.sel
+    ret: list[str] | None = None
+    values = a.values[a.i :]
+    if len(values) >= 2 and isinstance(values[0], Atom) and values[0].upper() == "RETURN":
+        if not isinstance(values[1], list):
+            raise Bad("RETURN needs a list")
+        ret = [str(x).upper() for x in values[1]] or ["ALL"]
+        if not set(ret) <= {"MIN", "MAX", "COUNT", "ALL", "SAVE"}:
+            raise Bad("unknown RETURN option")
+        values = values[2:]
+    try:
+        query, _charset = search.parse(values, s.utf8)
+    except search.BadCharset:
+        raise No("unsupported charset", b"BADCHARSET (UTF-8 US-ASCII)") from None
+    if query.uses_modseq:
+        s.condstore = True
+    found = await s.db.read(search.run, sel.box_id, list(sel.uids), query, set(sel.recent), s.saved)
+    ids = [f[1] if uid else f[0] for f in found]
+    modseq_part = b""
+    if query.uses_modseq and found:
+        modseq_part = b" (MODSEQ %d)" % max(f[2] for f in found)
+    if ret is not None and "SAVE" in ret:
+        s.saved = {f[1] for f in found}
+        if set(ret) == {"SAVE"}:
+            return b"OK SEARCH completed (saved)"
+    if ret is None and not s.rev2:
+        s.send(b"* SEARCH" + b"".join(b" %d" % n for n in ids) + modseq_part + b"\r\n")
+        return b"OK SEARCH completed"
+    opts = ret or ["ALL"]
+    parts = [b"(TAG " + wire.string(tag) + b")"]
+    if uid:
+        parts.append(b"UID")
+    if ids:
+        if "MIN" in opts:
+            parts.append(b"MIN %d" % min(ids))
+        if "MAX" in opts:
+            parts.append(b"MAX %d" % max(ids))
+        if "ALL" in opts:
+            parts.append(b"ALL " + wire.seq_set(ids))
+    if "COUNT" in opts:
+        parts.append(b"COUNT %d" % len(ids))
+    if modseq_part and ids:
+        parts.append(b"MODSEQ %d" % max(f[2] for f in found))
+    s.send(b"* ESEARCH " + b" ".join(parts) + b"\r\n")
+    return b"OK SEARCH completed"
+
+
+@command("SEARCH", SELECTED)
+async def search_cmd(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _search(s, tag, a, uid=False)
+
+
+@command("UID SEARCH", SELECTED)
+async def uid_search(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _search(s, tag, a, uid=True)
+
+
+# ---------------------------------------------------------------------------- COPY / MOVE
+async def _copy(s: Session, a: Args, uid: bool, move: bool) -> bytes:
+    sel = s.sel
+    if move and sel.readonly:
+        raise No("mailbox is read-only (EXAMINE)", b"READ-ONLY")
+    targets = _targets(s, a.atom("sequence set"), uid)
+    dest = s.mailbox_in(a.astring("mailbox"))
+    a.end()
+    uids = [u for _, u in targets]
+    if not uids:
+        return b"OK %s completed (no messages)" % (b"MOVE" if move else b"COPY")
+    try:
+        res = await s.db.acommit("move" if move else "copy", account=s.user, src=sel.name, dst=dest, uids=uids)
+    except NoSuchMailbox as e:
+        if "no such mailbox: " + dest in str(e) or dest.upper() != sel.name.upper():
+            raise No(f"no such mailbox: {dest}", b"TRYCREATE") from None
+        raise
+    pairs = res["pairs"]
+    code = b""
+    if pairs:
+        code = b"[COPYUID %d %s %s] " % (
+            res["uidvalidity"],
+            b",".join(b"%d" % p[0] for p in pairs),
+            b",".join(b"%d" % p[1] for p in pairs),
+        )
+    if move:
+        if code:
+            s.send(b"* OK " + code + b"moved\r\n")
+        s.send(b"".join(sel.expunge_now([p[0] for p in pairs], s.qresync)))
+        return b"OK MOVE completed"
+    return b"OK " + code + b"COPY completed"
+
+
+@command("COPY", SELECTED)
+async def copy(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _copy(s, a, uid=False, move=False)
+
+
+@command("UID COPY", SELECTED)
+async def uid_copy(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _copy(s, a, uid=True, move=False)
+
+
+@command("MOVE", SELECTED)
+async def move(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _copy(s, a, uid=False, move=True)
+
+
+@command("UID MOVE", SELECTED)
+async def uid_move(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _copy(s, a, uid=True, move=True)
+
+
+# ---------------------------------------------------------------------------- EXPUNGE, CLOSE
+async def _expunge(s: Session, uids: list[int] | None, silent: bool) -> list[int]:
+    sel = s.sel
+    if sel.readonly:
+        raise No("mailbox is read-only (EXAMINE)", b"READ-ONLY")
+    res = await s.db.acommit("expunge", account=s.user, mailbox=sel.name, uids=uids)
+    if not silent:
+        s.send(b"".join(sel.expunge_now(res["uids"], s.qresync)))
+    return res["uids"]
+
+
+@command("EXPUNGE", SELECTED)
+async def expunge(s: Session, tag: bytes, a: Args) -> bytes:
+    a.end()
+    await _expunge(s, None, False)
+    return b"OK EXPUNGE completed"
+
+
+@command("UID EXPUNGE", SELECTED)
+async def uid_expunge(s: Session, tag: bytes, a: Args) -> bytes:
+    uids = [u for _, u in _targets(s, a.atom("UID set"), True)]
+    a.end()
+    if uids:
+        await _expunge(s, uids, False)
+    return b"OK EXPUNGE completed"
+
+
+@command("CLOSE", SELECTED)
+async def close(s: Session, tag: bytes, a: Args) -> bytes:
+    a.end()
+    if not s.sel.readonly:
+        try:
+            await _expunge(s, None, True)
+        except NoSuchMailbox:
+            pass
+    s.sel = None
+    s.state = "auth"
+    return b"OK CLOSE completed"
+
+
+@command("UNSELECT", SELECTED)
+async def unselect(s: Session, tag: bytes, a: Args) -> bytes:
+    a.end()
+    s.sel = None
+    s.state = "auth"
+    return b"OK UNSELECT completed"
+
+
+# ---------------------------------------------------------------------------- IDLE
+@command("IDLE", frozenset({"auth", "selected"}))
+async def idle(s: Session, tag: bytes, a: Args) -> bytes:
+    a.end()
+    s.send(b"+ idling\r\n")
+    await s.sync(True)
+    await s.flush()
+    s.framer.line_mode = True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + s.settings.idle_timeout
+    try:
+        while True:
+            ev = s.framer.next_event()
+            if isinstance(ev, framing.Line):
+                if ev.line.strip().upper() == b"DONE":
+                    return b"OK IDLE terminated"
+                raise Bad("expected DONE")
+            if ev is not None:  # pragma: no cover - line mode yields only lines
+                continue
+            if s._read_task is None:
+                s._read_task = asyncio.ensure_future(s.reader.read(65536))
+            s.wake.clear()
+            if s.dirty:
+                s.wake.set()
+            waker = asyncio.ensure_future(s.wake.wait())
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                waker.cancel()
+                s.send(b"* BYE IDLE for too long\r\n")
+                raise Closed("idle time-out")
+            done, _ = await asyncio.wait({s._read_task, waker}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if not waker.done():
+                waker.cancel()
+            if s._read_task is not None and s._read_task.done():
+                task, s._read_task = s._read_task, None
+                data = task.result()
+                if not data:
+                    raise Closed("client closed the connection")
+                s.framer.feed(data)
+            if s.dirty and s.state == "selected":
+                await s.sync(True)
+                await s.flush()
+            elif s.dirty:
+                s.dirty = False
+    finally:
+        s.framer.line_mode = False

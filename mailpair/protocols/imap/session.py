@@ -1,0 +1,354 @@
+"""One client connection: reading commands, the state machine (not authenticated, authenticated,
+selected, logout), dispatch to the command handlers, untagged updates, time-outs.
+
+Handlers are `async def handler(session, tag, args) -> bytes` returning the tagged reply's text
+("OK ..."); they write untagged responses with `session.send`. Before a tagged reply the session
+folds in what other sessions and deliveries changed in the selected mailbox (EXPUNGE is held
+back during FETCH, STORE and SEARCH, as RFC 9051 7.5.1 requires).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from mailpair.protocols.imap import framing, mutf7, reads, wire
+from mailpair.protocols.imap.args import Args, Atom, ParseError, tokenize
+from mailpair.protocols.imap.selected import Selected
+from mailpair.store.errors import (
+    MailboxExists,
+    NoSuchMailbox,
+    NotActive,
+    OverQuota,
+    StoreError,
+    StoreUnavailable,
+    TooLarge,
+)
+from mailpair.store.names import InvalidName
+
+if TYPE_CHECKING:
+    from mailpair.protocols.imap.server import ImapServer
+    from mailpair.store import Database
+
+log = logging.getLogger("mailpair.imap")
+
+Handler = Callable[["Session", bytes, Args], Awaitable[bytes]]
+HANDLERS: dict[str, tuple[Handler, frozenset[str]]] = {}
+ANY = frozenset({"notauth", "auth", "selected"})
+AUTH = frozenset({"auth", "selected"})
+SELECTED = frozenset({"selected"})
+NOTAUTH = frozenset({"notauth"})
+# Commands during which EXPUNGE must not be sent (message numbers would shift under the client).
+_NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE"}
+
+
+def command(name: str, states: frozenset[str]) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[name] = (fn, states)
+        return fn
+
+    return register
+
+
+class No(Exception):
+    """A command refused with NO [code] text."""
+
+    def __init__(self, text: str, code: bytes | None = None):
+        super().__init__(text)
+        self.code = code
+
+
+class Bad(Exception):
+    pass
+
+
+class Answered(Exception):
+    """The handler already sent its tagged reply (STARTTLS)."""
+
+
+class Closed(Exception):
+    """The connection is gone or must end."""
+
+
+def store_error_reply(e: StoreError) -> tuple[bytes | None, str]:
+    if isinstance(e, NoSuchMailbox):
+        return b"NONEXISTENT", str(e)
+    if isinstance(e, MailboxExists):
+        return b"ALREADYEXISTS", str(e)
+    if isinstance(e, OverQuota):
+        return b"OVERQUOTA", str(e)
+    if isinstance(e, TooLarge):
+        return b"TOOBIG", str(e)
+    if isinstance(e, NotActive | StoreUnavailable):
+        return b"UNAVAILABLE", str(e)
+    if isinstance(e, InvalidName):
+        return b"CANNOT", str(e)
+    return None, str(e)
+
+
+def _clean(text: str) -> bytes:
+    return text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")[:400]
+
+
+class Session:
+    def __init__(self, server: ImapServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: bool):
+        self.server = server
+        self.settings = server.settings
+        self.reader = reader
+        self.writer = writer
+        self.tls = tls
+        self.framer = framing.Framer(self.settings.max_command_bytes, self.settings.literal_limit())
+        self.state = "notauth"
+        self.user: str | None = None
+        self.db: Database | None = None
+        self.sel: Selected | None = None
+        self.enabled: set[str] = set()
+        self.condstore = False
+        self.saved: set[int] | None = None  # SEARCHRES
+        self.dirty = False
+        self.wake = asyncio.Event()
+        self.peer = (writer.get_extra_info("peername") or ("?", 0))[0]
+        self._read_task: asyncio.Task | None = None
+        self._out: list[bytes] = []
+        self.current = ""  # name of the command being run
+
+    # ------------------------------------------------------------------ output
+    def send(self, data: bytes) -> None:
+        self._out.append(data)
+
+    async def flush(self) -> None:
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            self.writer.write(data)
+        await self.writer.drain()
+
+    @property
+    def utf8(self) -> bool:
+        return "UTF8=ACCEPT" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        return "QRESYNC" in self.enabled
+
+    @property
+    def rev2(self) -> bool:
+        return "IMAP4REV2" in self.enabled
+
+    def mailbox_out(self, name: str) -> bytes:
+        if self.utf8:
+            return wire.astring(name.encode("utf-8"), utf8=True)
+        return wire.astring(mutf7.encode(name).encode("ascii"))
+
+    def mailbox_in(self, raw: bytes) -> str:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Bad("mailbox name is not UTF-8") from None
+        if self.utf8 or not text.isascii():
+            return text
+        try:
+            return mutf7.decode(text)
+        except mutf7.BadName as e:
+            raise Bad(str(e)) from None
+
+    # ------------------------------------------------------------------ input
+    async def _more(self, timeout: float) -> None:
+        if self._read_task is None:
+            self._read_task = asyncio.ensure_future(self.reader.read(65536))
+        done, _ = await asyncio.wait({self._read_task}, timeout=timeout)
+        if not done:
+            raise Closed("time-out")
+        task, self._read_task = self._read_task, None
+        data = task.result()
+        if not data:
+            raise Closed("client closed the connection")
+        self.framer.feed(data)
+
+    async def next_event(self) -> framing.Event:
+        while True:
+            ev = self.framer.next_event()
+            if ev is not None:
+                return ev
+            if self.framer.mid_command:
+                timeout = self.settings.command_timeout
+            elif self.state == "notauth":
+                timeout = self.settings.preauth_timeout
+            else:
+                timeout = self.settings.idle_timeout
+            try:
+                await self._more(timeout)
+            except Closed as e:
+                if str(e) == "time-out":
+                    self.send(b"* BYE Autologout; idle for too long\r\n")
+                raise
+
+    async def read_line(self) -> bytes:
+        """One raw line (AUTHENTICATE answers)."""
+        self.framer.line_mode = True
+        try:
+            while True:
+                ev = await self.next_event()
+                if isinstance(ev, framing.Line):
+                    return ev.line
+        finally:
+            self.framer.line_mode = False
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        try:
+            if self.server.closing:
+                self.send(b"* BYE server shutting down\r\n")
+                return
+            caps = b" ".join(self.capabilities())
+            self.send(b"* OK [CAPABILITY " + caps + b"] mailpair IMAP ready\r\n")
+            await self.flush()
+            while self.state != "logout":
+                ev = await self.next_event()
+                if isinstance(ev, framing.Continue):
+                    self.send(b"+ Ready for literal data\r\n")
+                elif isinstance(ev, framing.Refused):
+                    tag = ev.tag or b"*"
+                    if ev.code == b"TOOBIG":
+                        self.send(tag + b" NO [TOOBIG] " + _clean(ev.reason) + b"\r\n")
+                    else:
+                        self.send(tag + b" BAD " + _clean(ev.reason) + b"\r\n")
+                elif isinstance(ev, framing.Command):
+                    await self.execute(ev.segments)
+                elif isinstance(ev, framing.Line):  # pragma: no cover - line mode is scoped
+                    pass
+                await self.flush()
+        except (Closed, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._read_task is not None:
+            self._read_task.cancel()
+            self._read_task = None
+        try:
+            if self._out and not self.writer.is_closing():
+                self.writer.write(b"".join(self._out))
+                self._out.clear()
+            self.writer.close()
+        except (ConnectionError, RuntimeError):
+            pass
+        self.server.forget(self)
+
+    def capabilities(self) -> list[bytes]:
+        caps = [b"IMAP4rev1", b"IMAP4rev2", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE"]
+        if self.server.ssl_context is not None and not self.tls:
+            caps.append(b"STARTTLS")
+        if self.state == "notauth":
+            if self.tls or self.settings.plaintext_allowed():
+                caps.append(b"AUTH=PLAIN")
+            else:
+                caps.append(b"LOGINDISABLED")
+            return caps
+        caps += [
+            b"NAMESPACE",
+            b"UNSELECT",
+            b"UIDPLUS",
+            b"MOVE",
+            b"CONDSTORE",
+            b"QRESYNC",
+            b"SPECIAL-USE",
+            b"CREATE-SPECIAL-USE",
+            b"LIST-EXTENDED",
+            b"LIST-STATUS",
+            b"ESEARCH",
+            b"SEARCHRES",
+            b"CHILDREN",
+            b"BINARY",
+            b"QUOTA",
+            b"QUOTA=RES-STORAGE",
+            b"APPENDLIMIT=%d" % self.settings.literal_limit(),
+            b"STATUS=SIZE",
+            b"UTF8=ACCEPT",
+            b"WITHIN",
+        ]
+        return caps
+
+    async def execute(self, segments: list[bytes]) -> None:
+        tag = framing.tag_of(segments[0] + b" ") or b"*"
+        started = time.perf_counter()
+        try:
+            values = tokenize(segments)
+            if len(values) < 2 or not isinstance(values[0], Atom) or not isinstance(values[1], Atom):
+                raise ParseError("expected: tag command [arguments]")
+            if framing.tag_of(values[0].encode("utf-8", "surrogateescape") + b" ") is None:
+                raise ParseError("bad tag")
+            tag = values[0].encode()
+            name = values[1].upper()
+            rest = values[2:]
+            if name == "UID":
+                if not rest or not isinstance(rest[0], Atom):
+                    raise ParseError("UID needs a command")
+                name = "UID " + rest[0].upper()
+                rest = rest[1:]
+        except ParseError as e:
+            self.send(tag + b" BAD " + _clean(str(e)) + b"\r\n")
+            return
+        entry = HANDLERS.get(name)
+        if entry is None:
+            self.send(tag + b" BAD unknown command " + _clean(name[:40]) + b"\r\n")
+            return
+        fn, states = entry
+        if self.state not in states:
+            why = {"notauth": "log in first", "auth": "select a mailbox first"}.get(self.state, "not allowed now")
+            if states == NOTAUTH:
+                why = "already logged in"
+            self.send(tag + b" BAD " + name.encode() + b" not allowed now: " + why.encode() + b"\r\n")
+            return
+        self.current = name
+        try:
+            reply = await fn(self, tag, Args(rest))
+        except Answered:
+            return
+        except ParseError as e:
+            reply = b"BAD " + _clean(str(e))
+        except Bad as e:
+            reply = b"BAD " + _clean(str(e))
+        except No as e:
+            reply = b"NO " + (b"[" + e.code + b"] " if e.code else b"") + _clean(str(e))
+        except StoreError as e:
+            code, text = store_error_reply(e)
+            reply = b"NO " + (b"[" + code + b"] " if code else b"") + _clean(text)
+        except (Closed, ConnectionError):
+            raise
+        except Exception:
+            log.exception("IMAP %s failed", name)
+            reply = b"NO [SERVERBUG] internal error; the command was not completed"
+        if self.state == "selected" and self.sel is not None:
+            await self.sync(allow_expunge=name.split()[-1] not in _NO_EXPUNGE)
+        elapsed = time.perf_counter() - started
+        self.send(tag + b" " + reply + (b" (%.3f secs)" % elapsed if reply.startswith(b"OK") else b"") + b"\r\n")
+        self.current = ""
+
+    # ------------------------------------------------------------------ selected-state updates
+    def notify(self) -> None:
+        """Called on the event loop when the store changed something this session may show."""
+        self.dirty = True
+        self.wake.set()
+
+    async def sync(self, allow_expunge: bool = True) -> None:
+        sel = self.sel
+        if sel is None or self.db is None or not self.dirty:
+            if sel is not None and allow_expunge and sel.pending_expunge:
+                self.send(b"".join(sel.expunge_now(sorted(sel.pending_expunge), self.qresync)))
+            return
+        self.dirty = False
+        row, msgs, gone = await self.db.read(reads.changes_since, sel.box_id, sel.highestmodseq)
+        if self.sel is not sel:
+            return
+        lines = sel.apply(row, msgs, gone, self.server.recent, allow_expunge, self.condstore, self.qresync)
+        if self.rev2:
+            lines = [x for x in lines if not x.endswith(b" RECENT\r\n")]
+        self.send(b"".join(lines))
+        if sel.deleted:
+            self.send(b"* BYE the selected mailbox was deleted\r\n")
+            self.state = "logout"

@@ -1,0 +1,44 @@
+"""IMAP listener settings."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ImapSettings:
+    host: str = "127.0.0.1"
+    port: int = 0
+    domain: str = "example.test"
+    max_message_bytes: int = 25 * 1024 * 1024
+    # None: allowed only when the listener is on loopback (RFC 9051 asks for TLS before LOGIN).
+    allow_plaintext_login: bool | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    implicit_tls: bool = False  # port-993 style: TLS from the first byte
+    idle_timeout: float = 30 * 60.0  # seconds without a command (also the IDLE limit)
+    preauth_timeout: float = 60.0  # seconds to log in after connecting
+    command_timeout: float = 60.0  # seconds for the rest of a command once it has started
+    max_literal_bytes: int | None = None  # None: max_message_bytes
+    max_command_bytes: int = 64 * 1024
+    max_connections_per_user: int = 20
+    login_delay: float = 1.0  # seconds added per recent failed login from the same address
+    fetch_batch: int = 500  # messages per reader-thread round trip in FETCH
+
+    def plaintext_allowed(self) -> bool:
+        if self.allow_plaintext_login is None:
+            return is_loopback(self.host)
+        return self.allow_plaintext_login
+
+    def literal_limit(self) -> int:
+        return self.max_literal_bytes if self.max_literal_bytes is not None else self.max_message_bytes

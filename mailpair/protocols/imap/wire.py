@@ -1,0 +1,132 @@
+"""Response writer: IMAP values as bytes (RFC 9051 section 4), pure functions, no I/O.
+
+Strings go out quoted when they can (short, 7-bit, no CR/LF) and as literals otherwise, so any
+byte a message holds reaches the client unchanged. ENVELOPE and BODYSTRUCTURE arrive as the
+nested lists the store computed at delivery (mailpair/mime/structure.py) and are only serialised
+here, never parsed again.
+"""
+
+from __future__ import annotations
+
+import re
+
+_QUOTABLE = re.compile(rb"^[\x01-\x09\x0b\x0c\x0e-\x7f]*$")
+_ATOM = re.compile(rb"^[!#$&'+-Z^-z|}~]+$")
+
+
+def string(b: bytes, utf8: bool = False) -> bytes:
+    """A string as a quoted string if it can be one, else a literal."""
+    if len(b) < 1024 and (_QUOTABLE.match(b) or (utf8 and b"\r" not in b and b"\n" not in b and b"\0" not in b)):
+        return b'"' + b.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return b"{%d}\r\n%s" % (len(b), b)
+
+
+def nstring(b: bytes | None, utf8: bool = False) -> bytes:
+    return b"NIL" if b is None else string(b, utf8)
+
+
+def astring(b: bytes, utf8: bool = False) -> bytes:
+    if b and _ATOM.match(b) and b.upper() != b"NIL":
+        return b
+    return string(b, utf8)
+
+
+def literal(b: bytes, binary: bool = False) -> bytes:
+    return (b"~{%d}\r\n" if binary else b"{%d}\r\n") % len(b) + b
+
+
+def value(v) -> bytes:
+    """Generic nested value: None -> NIL, int -> number, bytes -> string, list -> (a b c)."""
+    if v is None:
+        return b"NIL"
+    if isinstance(v, bool):
+        raise TypeError("bool is not an IMAP value")
+    if isinstance(v, int):
+        return b"%d" % v
+    if isinstance(v, bytes):
+        return string(v)
+    if isinstance(v, str):
+        return string(v.encode())
+    return b"(" + b" ".join(value(x) for x in v) + b")"
+
+
+def _addresses(addrs) -> bytes:
+    if not addrs:
+        return b"NIL"
+    return b"(" + b"".join(b"(" + b" ".join(nstring(x) for x in a) + b")" for a in addrs) + b")"
+
+
+def envelope(env) -> bytes:
+    """ENVELOPE: date subject from sender reply-to to cc bcc in-reply-to message-id."""
+    if not env or len(env) != 10:
+        env = [None] * 10
+    out = [nstring(env[0]), nstring(env[1])]
+    out += [_addresses(env[i]) for i in range(2, 8)]
+    out += [nstring(env[8]), nstring(env[9])]
+    return b"(" + b" ".join(out) + b")"
+
+
+def _ext(v) -> bytes:
+    """Extension data: strings, numbers, NIL and lists of them."""
+    if isinstance(v, list):
+        return b"(" + b" ".join(_ext(x) for x in v) + b")" if v else b"NIL"
+    return value(v)
+
+
+def body(bs, extended: bool = True) -> bytes:
+    """BODYSTRUCTURE (extended) or BODY (basic fields only) of a stored structure."""
+    if not isinstance(bs, list) or not bs:
+        return b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0)'
+    if isinstance(bs[0], list):  # multipart: (part)(part) subtype [ext]
+        parts = b"".join(body(p, extended) for p in bs[0]) or body(None, extended)
+        out = parts + b" " + nstring(bs[1])
+        if extended:
+            out += b"".join(b" " + _ext(x) for x in bs[2:6])
+        return b"(" + out + b")"
+    basic = [nstring(bs[0]), nstring(bs[1]), _ext(bs[2]), nstring(bs[3]), nstring(bs[4]), nstring(bs[5])]
+    basic.append(b"%d" % (bs[6] or 0))
+    kind = (bs[0] or b"").upper(), (bs[1] or b"").upper()
+    rest = bs[7:]
+    if kind == (b"MESSAGE", b"RFC822") and len(rest) >= 3:
+        basic += [envelope(rest[0]), body(rest[1], extended), b"%d" % (rest[2] or 0)]
+        rest = rest[3:]
+    elif kind[0] == b"TEXT" and rest:
+        basic.append(b"%d" % (rest[0] or 0))
+        rest = rest[1:]
+    if extended:
+        basic += [_ext(x) for x in rest[:4]]
+    return b"(" + b" ".join(basic) + b")"
+
+
+def flag_list(flags: str | list[str]) -> bytes:
+    if isinstance(flags, str):
+        return b"(" + flags.encode() + b")"
+    return b"(" + " ".join(flags).encode() + b")"
+
+
+_MONTHS = [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"]
+
+
+def internal_date(us: int) -> bytes:
+    """date-time in UTC, e.g. "28-Nov-2026 15:18:37 +0000"."""
+    import time
+
+    t = time.gmtime(us // 1_000_000)
+    return b'"%2d-%s-%04d %02d:%02d:%02d +0000"' % (t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def seq_set(nums) -> bytes:
+    """A compact sequence set (1:3,7) from numbers."""
+    nums = sorted(set(nums))
+    if not nums:
+        return b""
+    out = []
+    start = prev = nums[0]
+    for n in nums[1:]:
+        if n == prev + 1:
+            prev = n
+            continue
+        out.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
+        start = prev = n
+    out.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
+    return b",".join(out)
