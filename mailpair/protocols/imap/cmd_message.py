@@ -135,12 +135,14 @@ async def _store(s: Session, a: Args, uid: bool) -> bytes:
     )
     changed = set(res["changed"])
     report = uids if not silent else (sorted(changed) if s.condstore else [])
-    current = await s.db.read(reads.flags_of, sel.box_id, sorted(report)) if report else {}
+    wanted = sorted(set(report) | changed)
+    current = await s.db.read(reads.flags_of, sel.box_id, wanted) if wanted else {}
+    for u, (f, modseq) in current.items():
+        sel.record_flags(u, f, modseq)
     for u in report:
         if u not in current:
             continue
         f, modseq = current[u]
-        sel.record_flags(u, f, modseq)
         msn = sel.msn_of(u)
         if msn is None:
             continue
