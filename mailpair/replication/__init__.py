@@ -1,0 +1,63 @@
+"""Continuous replication: the passive node pulls, inspects, stores and replays the active's log.
+
+The active runs a shipper (`start_shipper`): it listens for the passive, authenticates it with the
+cluster secret, seeds it when it has no usable copy, and streams log records from the LSN it asks
+for (file mode from segments, then block mode as records are written). The passive runs a
+receiver (`start_receiver`): one copy worker per database connects, inspects every record, stores
+it in its own log (fsync), acknowledges it, and a replayer applies it with the store's replay code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailpair.replication.receiver import Receiver
+    from mailpair.replication.shipper import Shipper
+    from mailpair.store import NodeStore
+
+
+@dataclass
+class ReplicationSettings:
+    secret: bytes
+    host: str = "127.0.0.1"
+    port: int = 0
+    peer_host: str | None = None
+    peer_port: int | None = None
+    mode: str = "async"  # "sync": the active answers only after the passive stored the record
+    node: str = "node"
+    # Synchronous mode falls back to asynchronous (loudly) when the passive has not acknowledged
+    # for this long, so the active keeps serving without its partner.
+    sync_fallback_s: float = 5.0
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 5.0
+    replay_delay_s: float = 0.0  # a lagged copy replays only records older than this
+    batch_bytes: int = 4 * 1024 * 1024  # per frame of records
+    batch_records: int = 5000
+    stall_timeout_s: float = 10.0  # no frame for this long: the stream is stalled, reconnect
+    heartbeat_s: float = 1.0
+    live_buffer_records: int = 50_000  # block-mode buffer per passive; beyond it, file mode
+    healthy_queue: int = 1000  # copy queue (records) under which a connected copy is Healthy
+    pin_every_s: float = 2.0  # how often the active moves the copy's pin forward
+    checkpoint_every: int = 20_000  # the passive checkpoints its state after this many replayed
+    seed_chunk: int = 1024 * 1024
+
+
+async def start_shipper(store: NodeStore, settings: ReplicationSettings) -> Shipper:
+    from mailpair.replication.shipper import Shipper
+
+    shipper = Shipper(store, settings)
+    await shipper.start()
+    return shipper
+
+
+async def start_receiver(store: NodeStore, settings: ReplicationSettings) -> Receiver:
+    from mailpair.replication.receiver import Receiver
+
+    receiver = Receiver(store, settings)
+    await receiver.start()
+    return receiver
+
+
+__all__ = ["ReplicationSettings", "start_receiver", "start_shipper"]

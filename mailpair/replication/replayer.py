@@ -1,0 +1,108 @@
+"""The passive's replayer: applies stored records with the store's replay code (the same code as
+crash recovery), in batches, on the database's writer thread.
+
+It can be paused (suspend), and a lagged copy replays only records older than `delay_s`, so an
+admin can step back from logical damage before it reaches the copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+
+from mailpair.store import Database
+
+log = logging.getLogger("mailpair.replication")
+
+STEP = 2000  # records per replay call, so a pause takes effect quickly
+
+
+class Replayer:
+    def __init__(self, db: Database, delay_s: float = 0.0, checkpoint_every: int = 20_000):
+        self.db = db
+        self.delay_s = delay_s
+        self.checkpoint_every = checkpoint_every
+        self.paused = False
+        self.error: str | None = None
+        # (lsn, record time in s, size) of stored records not yet replayed
+        self.pending: collections.deque[tuple[int, float, int]] = collections.deque()
+        self.pending_bytes = 0
+        self.last_replayed_time: float | None = None
+        self.replayed = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._checkpointed = db.applied_lsn
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load_pending)
+        self._task = asyncio.create_task(self._run())
+
+    def _load_pending(self) -> None:
+        """After a restart: the stored records the state has not applied yet."""
+        db = self.db
+        if db.log.last_lsn > db.applied_lsn:
+            for rec in db.log.read_from(db.applied_lsn + 1):
+                self.added(rec.lsn, rec.timestamp_us / 1e6, len(rec.payload))
+
+    def added(self, lsn: int, ts: float, size: int) -> None:
+        self.pending.append((lsn, ts, size))
+        self.pending_bytes += size
+        self._wake.set()
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.error = None
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    def _target(self) -> tuple[int, float | None]:
+        """The last LSN that may be replayed now, and when the next one becomes due."""
+        if not self.pending:
+            return self.db.applied_lsn, None
+        if self.delay_s <= 0:
+            return self.pending[-1][0], None
+        cutoff = time.time() - self.delay_s
+        target = self.db.applied_lsn
+        for lsn, ts, _ in self.pending:
+            if ts > cutoff:
+                return target, ts - cutoff
+            target = lsn
+        return target, None
+
+    async def _run(self) -> None:
+        while True:
+            target, due_in = self._target()
+            if self.paused or self.error or target <= self.db.applied_lsn:
+                self._wake.clear()
+                timeout = min(due_in, 1.0) if due_in is not None else 1.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                continue
+            upto = min(target, self.db.applied_lsn + STEP)
+            try:
+                n = await asyncio.to_thread(self.db.replay_stored, upto, STEP)
+            except Exception as e:  # a record that cannot be applied stops replay; nothing is skipped
+                self.error = f"replay stopped at LSN {self.db.applied_lsn + 1}: {e}"
+                log.error("database %s: %s", self.db.name, self.error)
+                continue
+            self.replayed += n
+            applied = self.db.applied_lsn
+            while self.pending and self.pending[0][0] <= applied:
+                _, ts, size = self.pending.popleft()
+                self.pending_bytes -= size
+                self.last_replayed_time = ts
+            if applied - self._checkpointed >= self.checkpoint_every:
+                # the passive's state file becomes durable and its old log segments can go
+                await asyncio.to_thread(self.db.checkpoint)
+                self._checkpointed = applied

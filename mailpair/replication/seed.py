@@ -1,0 +1,100 @@
+"""Seeding: a consistent snapshot of the active's state, and installing it as the passive's copy.
+
+The snapshot uses SQLite's online backup API from a read-only connection in one step: it reads
+one consistent version of the WAL database while the writer goes on (readers never block writers
+in WAL mode), and `meta.applied_lsn` inside it says exactly which log records it holds. The
+passive then streams the log from the LSN after it.
+
+On the passive a new copy is assembled beside the databases (DATA/replication/seed-NAME) and
+renamed into place only when complete and durable, so a reseed over a broken copy replaces it
+only when the new one is whole.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+import uuid
+from pathlib import Path
+
+from mailpair.store.schema import get_meta
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def snapshot(db_path: Path) -> tuple[Path, int, int]:
+    """Back up DB_PATH/state.sqlite into a temporary file beside it. Returns (file, applied LSN,
+    epoch). The caller deletes the file."""
+    fd, name = tempfile.mkstemp(prefix=".snapshot-", suffix=".sqlite", dir=db_path)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        src = sqlite3.connect(f"file:{db_path / 'state.sqlite'}?mode=ro", uri=True)
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst)  # pages=-1: the whole database in one step, one read transaction
+            # The copy travels as one self-contained file, not a WAL pair.
+            dst.execute("PRAGMA journal_mode=DELETE")
+            applied = get_meta(dst, "applied_lsn", 0)
+            epoch = get_meta(dst, "epoch", 1)
+        finally:
+            dst.close()
+            src.close()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, applied, epoch
+
+
+def staging_dir(data_dir: Path, name: str) -> Path:
+    return Path(data_dir) / "replication" / f"seed-{name}"
+
+
+def begin(data_dir: Path, name: str) -> Path:
+    """A fresh staging directory for a new copy of NAME."""
+    stage = staging_dir(data_dir, name)
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def finish(stage: Path, db_id: bytes) -> None:
+    """Make the staged copy durable: state file, its id, an empty log directory."""
+    (stage / "log").mkdir(exist_ok=True)
+    (stage / "id").write_text(str(uuid.UUID(bytes=db_id)) + "\n")
+    for f in ("state.sqlite", "id"):
+        _fsync_path(stage / f)
+    _fsync_path(stage / "log", directory=True)
+    _fsync_path(stage, directory=True)
+
+
+def install(stage: Path, target: Path) -> None:
+    """Replace TARGET (if any) by the complete staged copy. The old copy is moved aside first and
+    deleted only after the new one is in place."""
+    old = stage.parent / f"old-{target.name}"
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.rename(target, old)
+    os.rename(stage, target)
+    _fsync_path(target.parent, directory=True)
+    _fsync_path(stage.parent, directory=True)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def cleanup(data_dir: Path) -> None:
+    """Drop staging left by an interrupted seed (it never replaced anything)."""
+    root = Path(data_dir) / "replication"
+    if root.exists():
+        for p in root.glob("seed-*"):
+            shutil.rmtree(p, ignore_errors=True)

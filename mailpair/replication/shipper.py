@@ -1,0 +1,468 @@
+"""The active side: authenticate the passive, seed it, and stream log records to it.
+
+Per connection the passive asks for one thing: the list of databases, a seed of one database,
+or the records of one database from an LSN. Streaming starts in file mode (records read back from
+segment files, checked as they are read) and switches to block mode (records handed over by the
+store's log listener as they are written) once it reaches the head. A live buffer that overflows
+(the passive is slower than the writer) sends the stream back to file mode.
+
+If the active's own log is damaged where the passive needs it, the passive is told, with the LSN
+(it marks its copy Failed); the active itself keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from mailpair.replication import ReplicationSettings, auth, protocol, seed
+from mailpair.replication.syncgate import SyncGate
+from mailpair.store import Database, NodeStore
+from mailpair.store.log import LogCorruption, LogError, Record
+
+log = logging.getLogger("mailpair.replication")
+
+HANDSHAKE_TIMEOUT = 10.0
+WRITE_TIMEOUT = 30.0
+
+
+class HeadTracker:
+    """Per database: when each recent batch was written and the log's running byte count, so the
+    copy queue can be told in bytes and copy lag in time."""
+
+    def __init__(self, maxlen: int = 200_000):
+        self.batches: collections.deque[tuple[int, float, int]] = collections.deque(maxlen=maxlen)
+        self.total_bytes = 0
+        self.head_time = 0.0
+
+    def add(self, last_lsn: int, nbytes: int, ts: float) -> None:
+        self.total_bytes += nbytes
+        self.head_time = ts
+        self.batches.append((last_lsn, time.monotonic(), self.total_bytes))
+
+    def bytes_after(self, lsn: int, records_behind: int) -> int:
+        """Bytes written after lsn (an estimate when lsn is older than what is remembered)."""
+        batches = self.batches
+        if not batches or records_behind <= 0:
+            return 0
+        if lsn < batches[0][0]:
+            avg = self.total_bytes / max(1, batches[-1][0] - batches[0][0] + 1)
+            return int(records_behind * avg)
+        # the newest batch at or before lsn: its running total is what the passive holds
+        lo, hi = 0, len(batches) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if batches[mid][0] <= lsn:
+                lo = mid
+            else:
+                hi = mid - 1
+        return self.total_bytes - batches[lo][2]
+
+    def written_at(self, lsn: int) -> float | None:
+        """Monotonic time the batch holding lsn was durable on the active."""
+        for last, t, _ in self.batches:
+            if last >= lsn:
+                return t
+        return None
+
+
+class CopyView:
+    """What the active knows about one passive copy of one database."""
+
+    def __init__(self, database: str, node: str):
+        self.database = database
+        self.node = node
+        self.connected = False
+        self.mode = "file"
+        self.acked = 0
+        self.passive: dict[str, Any] = {}
+        self.reason: str | None = "not connected yet"
+        self.lag_samples: collections.deque[float] = collections.deque(maxlen=100_000)  # ms
+        self._pinned = -1
+        self._pinned_at = 0.0
+
+
+class LiveFeed:
+    """Records as the writer makes them durable, handed to one stream on its event loop."""
+
+    def __init__(self, db: Database, loop: asyncio.AbstractEventLoop, max_records: int):
+        self.db = db
+        self.loop = loop
+        self.max_records = max_records
+        self.items: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.event = asyncio.Event()
+        db.log_listeners.append(self._listener)
+
+    def _listener(self, records: list[Record], raws: list[bytes]) -> None:
+        # writer thread: hand over without blocking
+        try:
+            self.loop.call_soon_threadsafe(self._push, records[0].lsn, raws)
+        except RuntimeError:
+            pass
+
+    def _push(self, first: int, raws: list[bytes]) -> None:
+        if len(self.items) + len(raws) > self.max_records:
+            self.items.clear()  # the stream reads these back from segment files instead
+        else:
+            self.items.extend((first + i, raw) for i, raw in enumerate(raws))
+        self.event.set()
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.db.log_listeners.remove(self._listener)
+
+
+class Shipper:
+    def __init__(self, store: NodeStore, settings: ReplicationSettings):
+        self.store = store
+        self.settings = settings
+        self.port = 0
+        self.copies: dict[tuple[str, str], CopyView] = {}
+        self.heads: dict[str, HeadTracker] = {}
+        self.gates: dict[str, SyncGate] = {}
+        self.refused: list[dict[str, Any]] = []
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._ticker: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        for db in self.store.databases.values():
+            self._track(db)
+            for stale in Path(db.path).glob(".snapshot-*"):
+                stale.unlink(missing_ok=True)
+        self._server = await asyncio.start_server(self._handle, self.settings.host, self.settings.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ticker = asyncio.create_task(self._tick())
+        log.info("replication shipper listening on %s:%d (%s mode)", self.settings.host, self.port, self.settings.mode)
+
+    def _track(self, db: Database) -> None:
+        if db.name in self.heads:
+            return
+        head = HeadTracker()
+        self.heads[db.name] = head
+
+        def on_durable(records: list[Record], raws: list[bytes]) -> None:
+            head.add(records[-1].lsn, sum(len(r) for r in raws), records[-1].timestamp_us / 1e6)
+
+        db.log_listeners.append(on_durable)
+        if self.settings.mode == "sync":
+            gate = SyncGate(db.name, self.settings.sync_fallback_s, self.settings.healthy_queue)
+            self.gates[db.name] = gate
+            db.ack_waiter = gate.waiter
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            for db in list(self.store.databases.values()):
+                self._track(db)  # databases created while running
+            for gate in self.gates.values():
+                gate.check()
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await t
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+        for name, gate in self.gates.items():
+            db = self.store.databases.get(name)
+            if db is not None and db.ack_waiter == gate.waiter:
+                db.ack_waiter = None
+            gate.release_all()
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for (name, node), view in sorted(self.copies.items()):
+            db = self.store.databases.get(name)
+            head = db.log.last_lsn if db else 0
+            p = view.passive
+            stored = p.get("stored_lsn", view.acked)
+            queue = max(0, head - stored)
+            tracker = self.heads.get(name)
+            status = p.get("status", "Disconnected") if view.connected else "Disconnected"
+            written = tracker.written_at(stored + 1) if tracker and queue else None
+            out.append(
+                {
+                    "database": name,
+                    "node": node,
+                    "status": status,
+                    "reason": p.get("reason") if view.connected else view.reason,
+                    "copy_queue": queue,
+                    "copy_queue_bytes": tracker.bytes_after(stored, queue) if tracker else 0,
+                    "replay_queue": p.get("replay_queue"),
+                    "replay_queue_bytes": p.get("replay_queue_bytes"),
+                    "stored_lsn": stored,
+                    "replayed_lsn": p.get("replayed_lsn"),
+                    "last_stored_time": p.get("last_stored_time"),
+                    "last_replayed_time": p.get("last_replayed_time"),
+                    "copy_lag_s": 0.0 if not queue else (round(time.monotonic() - written, 3) if written else None),
+                    "seed_progress": p.get("seed_progress"),
+                    "mode": view.mode,
+                    "sync_fallback": self.gates[name].fallback if name in self.gates else None,
+                }
+            )
+        return out
+
+    def lag_samples_ms(self, database: str) -> list[float]:
+        return [s for (name, _), v in self.copies.items() if name == database for s in v.lag_samples]
+
+    # ------------------------------------------------------------------ connections
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        peer = writer.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if peer else "?"
+        try:
+            try:
+                node = await auth.as_active(reader, writer, self.settings.secret, self.settings.node)
+            except auth.AuthFailed as e:
+                log.warning("replication: refused connection from %s: %s", where, e)
+                self.refused.append({"time": time.time(), "peer": where, "reason": str(e)})
+                del self.refused[:-50]
+                return
+            msg = await protocol.read_frame(reader, HANDSHAKE_TIMEOUT)
+            kind = msg["t"]
+            if kind == "list":
+                dbs = [
+                    {"name": db.name, "id": db.db_id, "head": db.log.last_lsn, "epoch": db.epoch}
+                    for db in self.store.databases.values()
+                ]
+                await protocol.send(writer, {"t": "dbs", "dbs": dbs}, WRITE_TIMEOUT)
+            elif kind == "seed":
+                await self._seed(node, msg, reader, writer)
+            elif kind == "open":
+                await self._stream(node, msg, reader, writer)
+            else:
+                raise protocol.ProtocolError(f"unknown request {kind}")
+        except (protocol.ProtocolError, protocol.PeerError) as e:
+            log.warning("replication: connection from %s dropped: %s", where, e)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, OSError) as e:
+            log.info("replication: connection from %s ended: %s", where, type(e).__name__)
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1)
+
+    def _db(self, msg: dict[str, Any]) -> Database | None:
+        name = msg.get("db")
+        return self.store.databases.get(name) if isinstance(name, str) else None
+
+    async def _pin(self, db: Database, view: CopyView, lsn: int, force: bool = False) -> None:
+        """Keep the segments this copy still needs (DESIGN rule 4); moved forward every few
+        seconds, never per record (a pin is an fsync'd file)."""
+        now = time.monotonic()
+        if lsn == view._pinned or (not force and now - view._pinned_at < self.settings.pin_every_s):
+            return
+        view._pinned, view._pinned_at = lsn, now
+        name = f"copy:{view.node}"
+        await asyncio.to_thread(db.call_on_writer, lambda: db.set_pin(name, lsn))
+
+    def _view(self, db_name: str, node: str) -> CopyView:
+        view = self.copies.get((db_name, node))
+        if view is None:
+            view = self.copies[(db_name, node)] = CopyView(db_name, node)
+        return view
+
+    # ------------------------------------------------------------------ seeding
+    async def _seed(self, node: str, msg: dict[str, Any], reader, writer) -> None:
+        db = self._db(msg)
+        if db is None:
+            await protocol.send(writer, protocol.error("unknown_db", f"the active has no database {msg.get('db')!r}"))
+            return
+        view = self._view(db.name, node)
+        # Keep every segment from now on until the copy catches up from the snapshot's LSN.
+        await self._pin(db, view, db.log.first_lsn, force=True)
+        path, lsn, epoch = await asyncio.to_thread(seed.snapshot, db.path)
+        try:
+            await self._pin(db, view, lsn + 1, force=True)
+            size = path.stat().st_size
+            log.info("replication: seeding %s on %s from a snapshot at LSN %d (%d bytes)", db.name, node, lsn, size)
+            await protocol.send(
+                writer, {"t": "seed_begin", "lsn": lsn, "epoch": epoch, "id": db.db_id, "size": size}, WRITE_TIMEOUT
+            )
+            with open(path, "rb") as f:
+                while True:
+                    chunk = await asyncio.to_thread(f.read, self.settings.seed_chunk)
+                    if not chunk:
+                        break
+                    await protocol.send(writer, {"t": "seed_chunk", "data": chunk}, WRITE_TIMEOUT)
+            await protocol.send(writer, {"t": "seed_end"}, WRITE_TIMEOUT)
+            # wait for the passive to say it has the file (or hang up)
+            await protocol.read_frame(reader, WRITE_TIMEOUT)
+        finally:
+            path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ streaming
+    async def _stream(self, node: str, msg: dict[str, Any], reader, writer) -> None:
+        db = self._db(msg)
+        if db is None:
+            await protocol.send(writer, protocol.error("unknown_db", f"the active has no database {msg.get('db')!r}"))
+            return
+        start = msg.get("from")
+        if not isinstance(start, int) or start < 1:
+            raise protocol.ProtocolError("open without a valid LSN")
+        if msg.get("id") != db.db_id:
+            await protocol.send(writer, protocol.error("db_id", f"the copy of {db.name} belongs to another database"))
+            return
+        if start > db.log.last_lsn + 1:
+            await protocol.send(
+                writer,
+                protocol.error(
+                    "ahead", f"the copy has records up to LSN {start - 1}; the active's log ends at {db.log.last_lsn}"
+                ),
+            )
+            return
+        copy_epoch = msg.get("epoch") or 0
+        if copy_epoch > db.epoch:
+            await protocol.send(
+                writer, protocol.error("epoch", f"the copy is in epoch {copy_epoch}, newer than the active's epoch {db.epoch}")
+            )
+            return
+        if start < db.log.first_lsn:
+            await protocol.send(
+                writer,
+                protocol.error("need_seed", f"LSN {start} is no longer in the active's log (it starts at {db.log.first_lsn})"),
+            )
+            return
+        self._track(db)
+        view = self._view(db.name, node)
+        await self._pin(db, view, start, force=True)
+        live = LiveFeed(db, asyncio.get_running_loop(), self.settings.live_buffer_records)
+        await protocol.send(writer, {"t": "ok", "head": db.log.last_lsn, "epoch": db.epoch}, HANDSHAKE_TIMEOUT)
+        view.connected, view.acked, view.mode, view.reason = True, start - 1, "file", None
+        gate = self.gates.get(db.name)
+        if gate:
+            gate.set_connected(1)
+        acks = asyncio.create_task(self._read_acks(db, view, reader))
+        sender = asyncio.create_task(self._send_loop(db, view, live, start, writer))
+        try:
+            done, _ = await asyncio.wait({acks, sender}, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()  # raise what ended the stream
+        finally:
+            for t in (acks, sender):
+                if not t.done():
+                    t.cancel()
+                with contextlib.suppress(BaseException):
+                    await t
+            live.close()
+            view.connected = False
+            view.reason = "passive disconnected"
+            if gate:
+                gate.set_connected(-1)
+
+    async def _read_acks(self, db: Database, view: CopyView, reader) -> None:
+        gate = self.gates.get(db.name)
+        tracker = self.heads[db.name]
+        while True:
+            msg = await protocol.read_frame(reader, self.settings.stall_timeout_s + 5)
+            if msg["t"] != "ack":
+                raise protocol.ProtocolError(f"expected ack, got {msg['t']}")
+            lsn = msg.get("lsn")
+            if not isinstance(lsn, int):
+                raise protocol.ProtocolError("ack without LSN")
+            info = msg.get("info")
+            if isinstance(info, dict):
+                view.passive = info
+            if lsn > view.acked:
+                t = tracker.written_at(lsn)
+                if t is not None:
+                    view.lag_samples.append((time.monotonic() - t) * 1000)
+                view.acked = lsn
+                if gate:
+                    gate.on_ack(lsn, db.log.last_lsn)
+            await self._pin(db, view, view.acked + 1)
+
+    async def _send_loop(self, db: Database, view: CopyView, live: LiveFeed, start: int, writer) -> None:
+        nxt = start
+        s = self.settings
+        while True:
+            while live.items and live.items[0][0] < nxt:
+                live.items.popleft()  # the passive has these already (read from files)
+            if live.items and live.items[0][0] == nxt:
+                raws, size = [], 0
+                while live.items and len(raws) < s.batch_records and size < s.batch_bytes:
+                    raws.append(live.items.popleft()[1])
+                    size += len(raws[-1])
+                view.mode = "block"
+                await self._send_batch(db, view, writer, nxt, raws, "block")
+                nxt += len(raws)
+                continue
+            head = db.log.last_lsn
+            if nxt <= head:
+                # file mode: read back from segments up to the head, or up to what live holds
+                upto = live.items[0][0] - 1 if live.items else head
+                view.mode = "file"
+                nxt = await self._send_from_files(db, view, writer, nxt, upto)
+                continue
+            live.event.clear()
+            if not live.items and db.log.last_lsn < nxt:
+                try:
+                    await asyncio.wait_for(live.event.wait(), s.heartbeat_s)
+                except TimeoutError:
+                    await protocol.send(writer, self._heartbeat(db, view), WRITE_TIMEOUT)
+
+    async def _send_from_files(self, db: Database, view: CopyView, writer, nxt: int, upto: int) -> int:
+        s = self.settings
+        try:
+            gen = db.log.read_from(nxt, upto)
+        except LogError as e:
+            raise await self._log_failed(db, writer, nxt, e) from None
+
+        def chunk() -> list[bytes]:
+            out, size = [], 0
+            for rec in gen:
+                raw = rec.encode()
+                out.append(raw)
+                size += len(raw)
+                if len(out) >= s.batch_records or size >= s.batch_bytes:
+                    break
+            return out
+
+        while nxt <= upto:
+            try:
+                raws = await asyncio.to_thread(chunk)
+            except LogError as e:
+                raise await self._log_failed(db, writer, nxt, e) from None
+            if not raws:
+                break
+            await self._send_batch(db, view, writer, nxt, raws, "file")
+            nxt += len(raws)
+        return nxt
+
+    async def _log_failed(self, db: Database, writer, nxt: int, e: LogError) -> Exception:
+        lsn = e.lsn if isinstance(e, LogCorruption) and e.lsn else nxt
+        code = "corrupt" if isinstance(e, LogCorruption) else "need_seed"
+        log.error("replication: cannot ship database %s from LSN %d: %s", db.name, lsn, e)
+        await protocol.send(writer, protocol.error(code, f"the active's log of {db.name} is unreadable at LSN {lsn}: {e}", lsn))
+        return protocol.ProtocolError(f"stream of {db.name} ended: active log unreadable at LSN {lsn}")
+
+    def _heartbeat(self, db: Database, view: CopyView) -> dict[str, Any]:
+        tracker = self.heads[db.name]
+        head = db.log.last_lsn
+        return {
+            "t": "hb",
+            "head": head,
+            "head_time": db.log.last_timestamp_us / 1e6,
+            "qb": tracker.bytes_after(view.acked, head - view.acked),
+        }
+
+    async def _send_batch(self, db: Database, view: CopyView, writer, first: int, raws: list[bytes], mode: str) -> None:
+        msg = self._heartbeat(db, view)
+        msg.update({"t": "recs", "id": db.db_id, "first": first, "raws": raws, "mode": mode})
+        await protocol.send(writer, msg, WRITE_TIMEOUT)
