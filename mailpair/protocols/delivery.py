@@ -40,6 +40,8 @@ from mailpair.store.names import InvalidName, check_user
 from mailpair.store.records import RecordType
 
 log = logging.getLogger("mailpair.delivery")
+# aiosmtpd logs every command line at INFO ("mail.log"); at delivery rates that is most of the CPU.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 # ---------------------------------------------------------------------------- metrics
 CONNECTIONS = Counter("mailpair_delivery_connections_total", "Delivery connections accepted", ["protocol"])
@@ -344,9 +346,11 @@ _ENHANCED = {
     "554": "5.3.0",
     "555": "5.5.4",
 }
-# RFC 5321 4.1.2: a path is <addr> (or <> for MAIL), then optional parameters. aiosmtpd's parser
-# is lenient ("<a b@c>" and a missing ">" pass); these are refused before it sees them.
-_PATH = re.compile(r"^<[^<>\s\x00-\x1f\x7f]*>(?:\s+\S.*)?$")
+# RFC 5321 4.1.2: "FROM:" / "TO:", a path <addr> (<> for MAIL), then optional parameters. Parsed
+# here rather than by aiosmtpd, whose parser is lenient ("<a b@c>" and a missing ">" pass) and slow
+# (the email package's header parser on every command).
+_PATH = re.compile(r"^\s*<(?:@[^:<>\s]*:)?([^<>\s\x00-\x1f\x7f]*)>((?:\s+\S+)*)\s*$")
+_MAILBOX = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,256}(?:@[^@\s\x00-\x1f\x7f]{1,255})?$")
 _HAS_ENHANCED = re.compile(r"^\d\d\d [245]\.\d{1,3}\.\d{1,3}")
 
 
@@ -453,20 +457,66 @@ class DeliverySession(SMTP):
             self._raw_replies = False
 
     # ------------------------------------------------------------------ MAIL, RCPT
-    async def _path_ok(self, keyword: str, arg: str | None) -> bool:
-        rest = self._strip_command_keyword(keyword, arg) if arg else None
-        if rest and not _PATH.match(rest):
+    async def _path(self, keyword: str, arg: str | None, allow_null: bool) -> tuple[str, list[str]] | None:
+        """(address, parameters) of a MAIL/RCPT argument, or None after replying with the error."""
+        if arg is None or arg[: len(keyword)].upper() != keyword or not arg[len(keyword) :].strip():
+            await self.push(f"501 5.5.4 Syntax: {'MAIL FROM' if keyword == 'FROM:' else 'RCPT TO'}:<address> [parameters]")
+            return None
+        m = _PATH.match(arg[len(keyword) :])
+        address = m.group(1) if m else None
+        if address is None or not (_MAILBOX.match(address) or (allow_null and address == "")):
             await self.push("553 5.1.3 Error: malformed address (expected <local@domain>)")
-            return False
-        return True
+            return None
+        return address, m.group(2).split()
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        if await self._path_ok("FROM:", arg):
-            await super().smtp_MAIL(arg)
+        if await self.check_helo_needed():
+            return
+        env = self.envelope
+        assert env is not None
+        if env.mail_from:
+            await self.push("503 5.5.1 Error: nested MAIL command")
+            return
+        parsed = await self._path("FROM:", arg, allow_null=True)
+        if parsed is None:
+            return
+        address, params = parsed
+        for p in params:
+            key, eq, value = p.partition("=")
+            key = key.upper()
+            if key == "SIZE" and eq and value.isdigit():
+                if int(value) > self.listener.settings.max_message_bytes:
+                    await self.push("552 5.3.4 Message size exceeds fixed maximum message size")
+                    return
+            elif key == "BODY":
+                if value.upper() not in ("7BIT", "8BITMIME"):
+                    await self.push("501 5.5.4 BODY can only be 7BIT or 8BITMIME")
+                    return
+            elif key == "SMTPUTF8" and not eq:
+                env.smtp_utf8 = True
+            else:
+                await self.push(f"555 5.5.4 MAIL FROM parameter {p} not recognized or not implemented")
+                return
+        env.mail_from = address or "<>"
+        env.mail_options.extend(params)
+        await self.push("250 2.1.0 Sender ok")
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        if await self._path_ok("TO:", arg):
-            await super().smtp_RCPT(arg)
+        if await self.check_helo_needed():
+            return
+        env = self.envelope
+        assert env is not None
+        if not env.mail_from:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        parsed = await self._path("TO:", arg, allow_null=False)
+        if parsed is None:
+            return
+        address, params = parsed
+        if params:
+            await self.push(f"555 5.5.4 RCPT TO parameter {params[0]} not recognized or not implemented")
+            return
+        await self.push(await self.agent.handle_RCPT(self, self.session, env, address, params))
 
     # ------------------------------------------------------------------ DATA
     def data_replies(self, replies: list[str]) -> str:
@@ -523,43 +573,39 @@ class DeliverySession(SMTP):
         limit (the rest is read and dropped so the session stays in step)."""
         reader = self._reader
         limit = self.listener.settings.max_message_bytes
-        # One readuntil() scans for the terminator in the whole buffer at once; StreamReader's
-        # limit is lifted to the message limit for this, and restored for command lines.
+        # One readuntil() scans the whole buffer for LF.CRLF at C speed. StreamReader's limit is
+        # lifted to the message limit for this, and restored for command lines.
         saved_limit = reader._limit  # type: ignore[attr-defined]
         reader._limit = limit + 5  # type: ignore[attr-defined]
-        buf = bytearray()
+        buf = bytearray(b"\r\n")  # the data starts at a line start
         over = False
         total = 0
-        tail = b""
         try:
-            while True:
+            while not buf.endswith(b"\r\n.\r\n"):
+                # readuntil() cannot see a terminator that began in bytes already taken: when
+                # buf ends with the start of one ("\n", "\n.", "\n.\r"), take just the bytes that
+                # complete or refute it.
+                k = 3 if buf.endswith(b"\n.\r") else 2 if buf.endswith(b"\n.") else 1 if buf.endswith(b"\n") else 0
                 try:
-                    piece = await reader.readuntil(b".\r\n")
+                    piece = await reader.readexactly(4 - k) if k else await reader.readuntil(b"\n.\r\n")
                 except asyncio.LimitOverrunError as e:
                     piece = await reader.read(e.consumed)
                     over = True
-                    buf.clear()
                 except asyncio.IncompleteReadError as e:
                     raise ConnectionResetError("client closed the connection during DATA") from e
                 total += len(piece)
-                if over:
-                    tail = (tail + piece)[-5:]
-                    if tail.endswith(b"\r\n.\r\n"):
-                        return b"", f"552 5.3.4 Message too big (limit {limit} bytes)"
+                buf += piece
+                if over or len(buf) > limit + 5:
+                    over = True
+                    del buf[:-5]  # keep only what the terminator check needs
                     if total > 2 * limit + 1024 * 1024:
                         # A message that never ends: stop reading and hang up.
                         raise _Abort(f"552 5.3.4 Message too big (limit {limit} bytes), closing connection")
-                    continue
-                buf += piece
-                if len(buf) == 3 or buf.endswith(b"\r\n.\r\n"):
-                    break
-                if len(buf) > limit + 5:
-                    over = True
-                    tail = bytes(buf[-5:])
-                    buf.clear()
         finally:
             reader._limit = saved_limit  # type: ignore[attr-defined]
-        return unstuff(bytes(buf[:-3])), None
+        if over:
+            return b"", f"552 5.3.4 Message too big (limit {limit} bytes)"
+        return unstuff(bytes(buf[2:-3])), None
 
 
 def _counted(method: Callable, counter: Any) -> Callable:
