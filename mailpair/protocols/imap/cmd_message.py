@@ -78,7 +78,8 @@ async def _fetch(s: Session, a: Args, uid: bool) -> bytes:
         for u, flags, modseq in reported:
             sel.record_flags(u, flags, modseq)
         s.send(data)
-        await s.flush()
+        if i + batch < len(targets):
+            await s.flush()  # back-pressure between batches; the last one goes out with the reply
     if problems:
         raise No(problems[0], b"UNKNOWN-CTE")
     return b"OK FETCH completed"

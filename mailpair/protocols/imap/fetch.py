@@ -174,15 +174,27 @@ def render(
     reported: list[tuple[int, str, int]] = []
     problems: list[str] = []
     msn_of = dict((uid, msn) for msn, uid in targets)
-    # Contiguous uid runs keep each query a range scan of the primary key.
     lo = targets[0][1]
     hi = targets[-1][1]
     conn.execute("BEGIN")
     try:
-        rows = conn.execute(
-            f"SELECT {cols} FROM messages m{join} WHERE m.mailbox_id=? AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
-            (box_id, lo, hi),
-        )
+        if hi - lo + 1 <= 2 * len(targets):
+            # Dense: one range scan of the primary key.
+            rows = conn.execute(
+                f"SELECT {cols} FROM messages m{join} WHERE m.mailbox_id=? AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
+                (box_id, lo, hi),
+            )
+        else:
+            # Sparse: look up just the wanted UIDs (a range would read every message between).
+            uids = [t[1] for t in targets]
+            rows = []
+            for i in range(0, len(uids), 500):
+                part = uids[i : i + 500]
+                rows += conn.execute(
+                    f"SELECT {cols} FROM messages m{join} WHERE m.mailbox_id=? AND m.uid IN ({','.join('?' * len(part))})"
+                    " ORDER BY m.uid",
+                    (box_id, *part),
+                ).fetchall()
         for uid, flags, idate, size, modseq, env, bs, raw in rows:
             msn = msn_of.get(uid)
             if msn is None:

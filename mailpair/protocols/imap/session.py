@@ -157,13 +157,15 @@ class Session:
 
     # ------------------------------------------------------------------ input
     async def _more(self, timeout: float) -> None:
-        if self._read_task is None:
-            self._read_task = asyncio.ensure_future(self.reader.read(65536))
-        done, _ = await asyncio.wait({self._read_task}, timeout=timeout)
-        if not done:
-            raise Closed("time-out")
-        task, self._read_task = self._read_task, None
-        data = task.result()
+        try:
+            async with asyncio.timeout(timeout):
+                if self._read_task is not None:  # a read IDLE left pending
+                    task, self._read_task = self._read_task, None
+                    data = await task
+                else:
+                    data = await self.reader.read(65536)
+        except TimeoutError:
+            raise Closed("time-out") from None
         if not data:
             raise Closed("client closed the connection")
         self.framer.feed(data)
