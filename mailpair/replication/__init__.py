@@ -9,7 +9,9 @@ it in its own log (fsync), acknowledges it, and a replayer applies it with the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -44,9 +46,36 @@ class ReplicationSettings:
     seed_chunk: int = 1024 * 1024
 
 
+TUNABLE = {f.name for f in fields(ReplicationSettings)} - {"secret", "host", "port", "peer_host", "peer_port", "node", "mode"}
+
+
+def with_overrides(settings: ReplicationSettings, data_dir: Path) -> ReplicationSettings:
+    """DATA/replication.json may tune this node's replication (replay delay, timeouts, batch
+    sizes): {"replay_delay_s": 3600}. Unknown keys and wrong types are refused with the reason."""
+    path = Path(data_dir) / "replication.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return settings
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: must hold a JSON object")
+    changes = {}
+    for key, value in raw.items():
+        if key not in TUNABLE:
+            raise ValueError(f"{path}: unknown setting {key!r} (known: {', '.join(sorted(TUNABLE))})")
+        default = getattr(settings, key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"{path}: {key} must be a number >= 0")
+        changes[key] = type(default)(value)
+    return replace(settings, **changes)
+
+
 async def start_shipper(store: NodeStore, settings: ReplicationSettings) -> Shipper:
     from mailpair.replication.shipper import Shipper
 
+    settings = with_overrides(settings, store.data_dir)
     shipper = Shipper(store, settings)
     await shipper.start()
     return shipper
@@ -55,6 +84,7 @@ async def start_shipper(store: NodeStore, settings: ReplicationSettings) -> Ship
 async def start_receiver(store: NodeStore, settings: ReplicationSettings) -> Receiver:
     from mailpair.replication.receiver import Receiver
 
+    settings = with_overrides(settings, store.data_dir)
     receiver = Receiver(store, settings)
     await receiver.start()
     return receiver

@@ -424,14 +424,24 @@ class Shipper:
         except LogError as e:
             raise await self._log_failed(db, writer, nxt, e) from None
 
+        deferred: list[LogError] = []
+
         def chunk() -> list[bytes]:
+            # Records before a damaged one still go out; the damage is reported right after them.
+            if deferred:
+                raise deferred[0]
             out, size = [], 0
-            for rec in gen:
-                raw = rec.encode()
-                out.append(raw)
-                size += len(raw)
-                if len(out) >= s.batch_records or size >= s.batch_bytes:
-                    break
+            try:
+                for rec in gen:
+                    raw = rec.encode()
+                    out.append(raw)
+                    size += len(raw)
+                    if len(out) >= s.batch_records or size >= s.batch_bytes:
+                        break
+            except LogError as e:
+                if not out:
+                    raise
+                deferred.append(e)
             return out
 
         while nxt <= upto:

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -71,6 +70,23 @@ class TestPair:
         out = json.loads(self.active.stdout.readline())
         assert out.get("ok"), out
         return out
+
+    def deliver_start(self, n: int, conc: int = 16, size: int = 1500) -> None:
+        """Start a delivery run and return at once; deliver_result() waits for its answer."""
+        self.active.stdin.write(json.dumps({"cmd": "deliver", "n": n, "conc": conc, "size": size}) + "\n")
+        self.active.stdin.flush()
+
+    def deliver_result(self) -> dict:
+        out = json.loads(self.active.stdout.readline())
+        assert out.get("ok"), out
+        return out
+
+    def shipper(self) -> list[dict]:
+        return self.cmd(cmd="shipper")["copies"]
+
+    def tune(self, name: str, **settings: Any) -> None:
+        """DATA/replication.json: this node's replication tuning (read at start)."""
+        (self.data(name) / "replication.json").write_text(json.dumps(settings))
 
     def deliver(self, n: int, conc: int = 16, size: int = 1500) -> dict:
         return self.cmd(cmd="deliver", n=n, conc=conc, size=size)
@@ -160,7 +176,3 @@ class TestPair:
 
     def log_text(self, name: str) -> str:
         return (self.data(name) / "node.log").read_text(errors="replace")
-
-
-def env_ok() -> None:
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")

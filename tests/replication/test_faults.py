@@ -1,0 +1,140 @@
+"""Faults between and on two real node processes: SIGKILL of the passive mid-stream, a proxy that
+flips bits, cuts and stalls the stream, a damaged segment on the active's disk, a wrong secret."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+
+from mailpair.store.log import SEGMENT_HEADER_SIZE, decode_record
+from tests.replication.faultproxy import FaultProxy
+from tests.replication.harness import TestPair
+
+
+@pytest.fixture
+def pair(tmp_path):
+    p = TestPair(tmp_path / "pair")
+    yield p
+    p.stop()
+
+
+def test_passive_killed_mid_stream_resumes_from_its_lsn(pair):
+    pair.start_active()
+    pair.start_passive()
+    pair.deliver_start(5000, conc=32)
+    pair.wait(lambda: pair.copy()["stored_lsn"] > 1500, 60, "copy to store 1500 records")
+    pair.kill_passive()
+    killed_at = max(int(line.split("LSN ")[-1]) for line in pair.log_text("node2").splitlines() if "streaming from" in line)
+    time.sleep(0.5)
+    pair.start_passive()
+    pair.deliver_result()
+    last = pair.deliver(10)["lsn"]
+    pair.wait_caught_up(last, 120)
+    lines = [line for line in pair.log_text("node2").splitlines() if "streaming from" in line]
+    resumed_at = int(lines[-1].split("LSN ")[-1])
+    assert resumed_at > max(killed_at, 1500), lines  # it went on from what it had stored, no reseed
+    assert pair.log_text("node2").count("seeded from a snapshot") == 1  # only the first seed of pair up
+    pair.stop()
+    a, p = pair.digests()
+    assert a == p and a["mail"]["applied_lsn"] == last
+
+
+def test_fault_proxy_flips_cuts_and_stalls_yet_copy_stays_identical(pair):
+    pair.tune("node2", stall_timeout_s=2.5, reconnect_max_s=0.5)
+    proxy = FaultProxy(pair.config("node1").replication.port).start()
+    try:
+        pair.set_passive_peer_port(proxy.port)
+        pair.start_active()
+        pair.start_passive()
+        pair.wait(lambda: pair.copy()["status"] == "Healthy", 30, "copy Healthy through the proxy")
+        pair.deliver_start(4000, conc=16, size=3000)
+        proxy.flip_every = 8
+        time.sleep(3)
+        proxy.flip_every = 0
+        for _ in range(3):
+            proxy.cut()
+            time.sleep(0.7)
+        proxy.stall(4)  # longer than the passive's stall timeout
+        pair.wait(lambda: "stalled" in (pair.copy()["reason"] or ""), 15, "stall to be reported")
+        proxy.flip_every = 20
+        time.sleep(2)
+        proxy.flip_every = 0
+        pair.deliver_result()
+        last = pair.deliver(10)["lsn"]
+        c = pair.wait_caught_up(last, 120)
+        assert proxy.flips > 0 and proxy.cuts == 3
+        assert c["reconnects"] >= 4
+        log = pair.log_text("node2")
+        assert "failed inspection" in log or "bad data from the active" in log  # damage seen, not stored
+    finally:
+        pair.stop()
+        proxy.close()
+    a, p = pair.digests()
+    assert a == p and a["mail"]["applied_lsn"] == last
+
+
+def _flip_record(segment_dir, lsn_range) -> int:
+    """Flip one bit in the payload of the first record in lsn_range; returns its LSN."""
+    for seg in sorted(segment_dir.glob("*.log")):
+        buf = bytearray(seg.read_bytes())
+        off = SEGMENT_HEADER_SIZE
+        while (dec := decode_record(buf, off)) is not None:
+            rec, nxt = dec
+            if rec.lsn in lsn_range:
+                buf[off + 40] ^= 0x10
+                with open(seg, "r+b") as f:
+                    f.seek(off + 40)
+                    f.write(bytes([buf[off + 40]]))
+                return rec.lsn
+            off = nxt
+    raise AssertionError("no record in range")
+
+
+def test_corrupt_segment_on_the_active_fails_the_copy_with_the_lsn(pair):
+    pair.start_active()
+    pair.start_passive()
+    first = pair.deliver(200)["lsn"]
+    pair.wait_caught_up(first)
+    pair.copy_action("suspend")
+    pair.wait(lambda: pair.copy()["status"] == "Suspended", 10, "Suspended")
+    last = pair.deliver(300)["lsn"]
+    bad = _flip_record(pair.data("node1") / "databases" / "mail" / "log", range(first + 100, last))
+    pair.copy_action("resume")
+    c = pair.wait(lambda: pair.copy() if pair.copy()["status"] == "Failed" else None, 30, "copy Failed")
+    assert f"LSN {bad}" in c["reason"]
+    assert c["stored_lsn"] == bad - 1  # everything before the damage, nothing from it on
+    assert c["replayed_lsn"] <= bad - 1
+    # the active keeps serving
+    assert pair.deliver(5)["lsn"] == last + 5
+    assert pair.copy()["status"] == "Failed"
+
+
+def test_wrong_secret_is_refused_and_logged(pair):
+    pair.start_active()
+    pair.set_secret("node2", "not-the-cluster-secret")
+    pair.start_passive()
+    c = pair.wait(lambda: pair.copy() if "authentication" in (pair.copy()["reason"] or "") else None, 20, "auth refusal")
+    assert c["status"] == "Disconnected"
+    before = c["stored_lsn"]
+    pair.deliver(5)
+    time.sleep(1.5)
+    assert pair.copy()["stored_lsn"] == before  # nothing shipped to a node without the secret
+    assert "refused connection" in pair.log_text("node1") and "wrong cluster secret" in pair.log_text("node1")
+
+
+def test_garbage_on_the_replication_port_changes_nothing(pair):
+    pair.start_active()
+    pair.start_passive()
+    port = pair.config("node1").replication.port
+    for junk in (b"GET / HTTP/1.0\r\n\r\n", struct.pack("<II", 2**31, 0) + b"x" * 64, b"\x00" * 4096):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(5)
+            while s.recv(4096):
+                pass  # the active hangs up on it
+    last = pair.deliver(20)["lsn"]
+    pair.wait_caught_up(last)
