@@ -382,6 +382,7 @@ class DeliverySession(SMTP):
         self._busy = False
         self._close_after = False
         self._refused = False
+        self._held: list[bytes] = []
         counters = listener.command_counters
         # Count every command as it is dispatched.
         for name, method in list(self._smtp_methods.items()):
@@ -447,7 +448,21 @@ class DeliverySession(SMTP):
             enhanced = _ENHANCED.get(status[:3])
             if enhanced:
                 status = f"{status[:3]} {enhanced} {status[4:]}"
+        if self._held:  # one write, so one packet
+            if isinstance(status, str):
+                status = status.encode("utf-8")
+            status = b"".join(self._held) + status
+            self._held.clear()
         await super().push(status)
+
+    async def reply_soon(self, status: str) -> None:
+        """A MAIL/RCPT reply: held back while the client's next command is already here, so a
+        pipelined MAIL, RCPT..., DATA is answered in one packet (RFC 2920 3.3); the next push()
+        sends it. Only these replies are held: anything that may close the session is not."""
+        if b"\n" in self._reader._buffer:  # type: ignore[attr-defined]
+            self._held.append(status.encode("utf-8") + b"\r\n")
+        else:
+            await self.push(status)
 
     async def _ehlo(self, hostname: str) -> None:
         self._raw_replies = True  # EHLO lines carry no status codes
@@ -499,7 +514,7 @@ class DeliverySession(SMTP):
                 return
         env.mail_from = address or "<>"
         env.mail_options.extend(params)
-        await self.push("250 2.1.0 Sender ok")
+        await self.reply_soon("250 2.1.0 Sender ok")
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         if await self.check_helo_needed():
@@ -516,7 +531,7 @@ class DeliverySession(SMTP):
         if params:
             await self.push(f"555 5.5.4 RCPT TO parameter {params[0]} not recognized or not implemented")
             return
-        await self.push(await self.agent.handle_RCPT(self, self.session, env, address, params))
+        await self.reply_soon(await self.agent.handle_RCPT(self, self.session, env, address, params))
 
     # ------------------------------------------------------------------ DATA
     def data_replies(self, replies: list[str]) -> str:
