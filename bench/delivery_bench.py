@@ -8,7 +8,10 @@ connection per concurrent sender; each delivery is MAIL, RCPT, DATA (pipelined, 
 client does) and the message, timed from MAIL to the final reply. Sender k delivers to user k
 (32 users), so neither server serialises on one mailbox.
 
-    python bench/delivery_bench.py [--quick] [--seconds S] [--only mailpair|dovecot]
+    python bench/delivery_bench.py [--quick] [--seconds S] [--rounds N] [--only mailpair|dovecot]
+
+Both servers stay up and take turns level by level (and round by round), so load from elsewhere on
+a shared machine falls on both rather than on whichever ran second.
 
 The last line printed is JSON: {"mailpair_per_s": {"1","8","32"}, "dovecot_per_s": {...},
 "ratio_c32", "mailpair_p50_ms", "mailpair_p99_ms", "dovecot_p50_ms", "dovecot_p99_ms", ...}.
@@ -23,7 +26,6 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,63 +157,77 @@ async def run_level(port: int, concurrency: int, seconds: float, warmup: float) 
     )
     if errors:
         raise RuntimeError(f"{len(errors)} deliveries refused, first: {errors[0]!r}")
-    lat.sort()
+    return {"lat": lat, "seconds": seconds, **combine([{"lat": lat, "seconds": seconds}])}
+
+
+def combine(runs: list[dict]) -> dict:
+    lat = sorted(x for r in runs for x in r["lat"])
+    seconds = sum(r["seconds"] for r in runs)
     n = len(lat)
     return {
         "per_s": n / seconds,
-        "p50_ms": lat[n // 2] * 1000 if n else None,
-        "p99_ms": lat[min(n - 1, int(n * 0.99))] * 1000 if n else None,
-        "mean_ms": statistics.fmean(lat) * 1000 if n else None,
+        "p50_ms": lat[n // 2] * 1000 if n else float("nan"),
+        "p99_ms": lat[min(n - 1, int(n * 0.99))] * 1000 if n else float("nan"),
         "n": n,
     }
-
-
-def measure(name: str, port: int, seconds: float, warmup: float) -> dict[str, dict]:
-    results = {}
-    for c in LEVELS:
-        r = asyncio.run(run_level(port, c, seconds, warmup))
-        results[str(c)] = r
-        print(
-            f"{name:9} c={c:<3} {r['per_s']:8.0f}/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  ({r['n']} deliveries)",
-            flush=True,
-        )
-    return results
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short run (about a minute)")
-    ap.add_argument("--seconds", type=float, default=None, help="measured seconds per concurrency level")
+    ap.add_argument("--seconds", type=float, default=None, help="measured seconds per level and round")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds of all levels (servers alternate within each)")
     ap.add_argument("--only", choices=["mailpair", "dovecot"], default=None)
     ap.add_argument("--dir", default=None, help="where the servers keep their data (default: a temporary directory)")
     args = ap.parse_args()
-    seconds = args.seconds or (5.0 if args.quick else 15.0)
-    warmup = 1.0 if args.quick else 2.0
+    seconds = args.seconds or (4.0 if args.quick else 8.0)
+    rounds = args.rounds or (1 if args.quick else 3)
+    warmup = 1.0
     base = Path(tempfile.mkdtemp(prefix="mailpair-delivery-bench-", dir=args.dir))
     base.chmod(0o711)  # Dovecot's mail processes run as another user and must reach their directory
-    print(f"delivery bench: 4 KiB messages over LMTP, {seconds:.0f} s per level after {warmup:.0f} s warm-up; "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}", flush=True)  # fmt: skip
-    out: dict = {"message_bytes": 4096, "seconds_per_level": seconds, "cpus": os.cpu_count()}
+    print(f"delivery bench: 4 KiB messages over LMTP, {rounds} round(s) of {seconds:.0f} s per level after "
+          f"{warmup:.0f} s warm-up, servers alternating; {os.cpu_count()} CPUs, Python {platform.python_version()}",
+          flush=True)  # fmt: skip
+    names = [n for n in ("mailpair", "dovecot") if args.only in (None, n)]
+    runs: dict[str, dict[str, list]] = {n: {str(c): [] for c in LEVELS} for n in names}
+    out: dict = {"message_bytes": 4096, "seconds_per_level": seconds * rounds, "cpus": os.cpu_count()}
+    users = {f"user{i}": "bench" for i in range(1, USERS + 1)}
+    node = MailpairNode(base) if "mailpair" in names else None
+    dc = Dovecot(users=users, directory=base / "dovecot") if "dovecot" in names else None
     try:
-        if args.only in (None, "mailpair"):
-            with MailpairNode(base) as node:
-                m = measure("mailpair", node.port, seconds, warmup)
-            total = sum(r["n"] for r in m.values())
-            print(f"mailpair stored {node.stored()} messages (at least {total} measured)", flush=True)
-            out["mailpair_per_s"] = {k: round(v["per_s"], 1) for k, v in m.items()}
-            out["mailpair_p50_ms"] = {k: round(v["p50_ms"], 3) for k, v in m.items()}
-            out["mailpair_p99_ms"] = {k: round(v["p99_ms"], 3) for k, v in m.items()}
-        if args.only in (None, "dovecot"):
-            users = {f"user{i}": "bench" for i in range(1, USERS + 1)}
-            with Dovecot(users=users, directory=base / "dovecot") as dc:
-                d = measure("dovecot", dc.lmtp_port, seconds, warmup)
-            out["dovecot_per_s"] = {k: round(v["per_s"], 1) for k, v in d.items()}
-            out["dovecot_p50_ms"] = {k: round(v["p50_ms"], 3) for k, v in d.items()}
-            out["dovecot_p99_ms"] = {k: round(v["p99_ms"], 3) for k, v in d.items()}
-        if "mailpair_per_s" in out and "dovecot_per_s" in out:
+        ports = {}
+        if node is not None:
+            ports["mailpair"] = node.__enter__().port
+        if dc is not None:
+            ports["dovecot"] = dc.start().lmtp_port
+        # Servers alternate level by level, so load from elsewhere on the machine falls on both.
+        for rnd in range(rounds):
+            for c in LEVELS:
+                for name in names:
+                    r = asyncio.run(run_level(ports[name], c, seconds, warmup))
+                    runs[name][str(c)].append(r)
+                    print(f"round {rnd + 1} {name:9} c={c:<3} {r['per_s']:8.0f}/s  p50 {r['p50_ms']:6.2f} ms  "
+                          f"p99 {r['p99_ms']:6.2f} ms", flush=True)  # fmt: skip
+        print()
+        for name in names:
+            res = {c: combine(rs) for c, rs in runs[name].items()}
+            for c, r in res.items():
+                print(
+                    f"{name:9} c={c:<3} {r['per_s']:8.0f}/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  ({r['n']} deliveries)"
+                )
+            out[f"{name}_per_s"] = {c: round(r["per_s"], 1) for c, r in res.items()}
+            out[f"{name}_p50_ms"] = {c: round(r["p50_ms"], 3) for c, r in res.items()}
+            out[f"{name}_p99_ms"] = {c: round(r["p99_ms"], 3) for c, r in res.items()}
+        if len(names) == 2:
             out["ratio_c32"] = round(out["mailpair_per_s"]["32"] / out["dovecot_per_s"]["32"], 3)
-            print(f"mailpair / dovecot at concurrency 32: {out['ratio_c32']:.2f}x", flush=True)
+            print(f"mailpair / dovecot at concurrency 32: {out['ratio_c32']:.2f}x")
     finally:
+        if node is not None:
+            node.__exit__(None, None, None)
+            measured = sum(r["n"] for rs in runs["mailpair"].values() for r in rs)
+            print(f"mailpair stored {node.stored()} messages (measured {measured}, plus warm-up)", flush=True)
+        if dc is not None:
+            dc.stop()
         shutil.rmtree(base, ignore_errors=True)
     print(json.dumps(out))
 
