@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import io
+from email.generator import BytesGenerator
 from email.message import Message
 from email.utils import getaddresses
 
 _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 _HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+_CRLF = email.policy.compat32.clone(linesep="\r\n")
 
 Nested = list  # nested lists of bytes | int | None
 
@@ -126,6 +129,11 @@ def _lines(data: bytes) -> int:
 
 def _part_body_bytes(msg: Message) -> bytes:
     payload = msg.get_payload(decode=False)
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        # An enclosed message/rfc822: compat32 holds it parsed; its bytes are its flattened form.
+        buf = io.BytesIO()
+        BytesGenerator(buf, mangle_from_=False, policy=_CRLF).flatten(payload[0])
+        return buf.getvalue()
     if isinstance(payload, str):
         data = payload.encode("utf-8", "surrogateescape")
     elif isinstance(payload, bytes):
@@ -141,7 +149,8 @@ def _part_body_bytes(msg: Message) -> bytes:
 def bodystructure(msg: Message, extended: bool = True) -> Nested:
     ctype = msg.get_content_type()
     maintype, _, subtype = ctype.partition("/")
-    if msg.is_multipart() and isinstance(msg.get_payload(), list):
+    # compat32 also calls message/rfc822 "multipart"; IMAP describes it as MESSAGE/RFC822 below.
+    if msg.is_multipart() and isinstance(msg.get_payload(), list) and ctype != "message/rfc822":
         parts: Nested = [bodystructure(p, extended) for p in msg.get_payload()]
         if not parts:
             parts = [bodystructure(Message(), extended)]
