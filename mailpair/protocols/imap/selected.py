@@ -86,6 +86,7 @@ class Selected:
         if row is None:
             self.deleted = True
             return out
+        self.name = row[1]  # follows a RENAME by another session
         self.highestmodseq = max(self.highestmodseq, row[4])
         self.uidnext = row[3]
         gone = [u for u in expunged if u in self.flags]
