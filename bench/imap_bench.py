@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -234,15 +235,19 @@ async def concurrent(port: int, sessions: int, seconds: float) -> dict:
     return {"messages_per_s": counts[0] / elapsed, "mb_per_s": nbytes / elapsed / 1e6, "p99_ms": p99(lat), "sessions": sessions}
 
 
-async def run_all(port: int, args) -> dict:
-    c = await Client.connect(port)  # warm-up: Dovecot builds its index, mailpair its caches
+async def warm_up(port: int) -> None:
+    c = await Client.connect(port)  # Dovecot builds its index here, mailpair warms its caches
     await c.cmd("SELECT INBOX")
     await c.cmd("UID FETCH 1:* (FLAGS)")
     await c.close()
-    out = {"full_sync": await full_sync(port, args.bodies)}
-    out["resync"] = await resync(port, args.rounds, 100)
-    out["concurrent"] = await concurrent(port, args.sessions, args.seconds)
-    return out
+
+
+def run_workload(name: str, port: int, args) -> dict:
+    if name == "full_sync":
+        return asyncio.run(full_sync(port, args.bodies))
+    if name == "resync":
+        return asyncio.run(resync(port, args.rounds, 100))
+    return asyncio.run(concurrent(port, args.sessions, args.seconds))
 
 
 # ---------------------------------------------------------------------------- servers
@@ -297,7 +302,8 @@ def populate_maildir(dc, msgs: list[bytes]) -> None:
                 os.chown(os.path.join(root, name), uid, gid)
 
 
-def bench_mailpair(msgs: list[bytes], args) -> dict:
+@contextlib.contextmanager
+def mailpair_server(msgs: list[bytes]):
     tmp = Path(tempfile.mkdtemp(prefix="mailpair-imapbench-"))
     try:
         t0 = time.perf_counter()
@@ -305,8 +311,7 @@ def bench_mailpair(msgs: list[bytes], args) -> dict:
         print(f"  mailpair: {len(msgs)} messages stored in {time.perf_counter() - t0:.1f}s", flush=True)
         proc = subprocess.Popen([sys.executable, __file__, "--serve", str(tmp / "data")], stdout=subprocess.PIPE, text=True)
         try:
-            port = int(proc.stdout.readline())
-            return asyncio.run(run_all(port, args))
+            yield int(proc.stdout.readline())
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
@@ -314,17 +319,20 @@ def bench_mailpair(msgs: list[bytes], args) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_dovecot(msgs: list[bytes], args) -> dict | None:
+@contextlib.contextmanager
+def dovecot_server(msgs: list[bytes]):
     try:
         from bench.peers.dovecot import Dovecot, available
     except ImportError:
-        return None
-    if not available():
-        return None
+        available = None
+    if available is None or not available():
+        print("  dovecot: not installed; mailpair figures only", flush=True)
+        yield None
+        return
     extra = "protocol imap {\n  mail_max_userip_connections = 200\n}\n"
     with Dovecot(users={USER: PASSWORD}, process_limit=400, extra_config=extra) as dc:
         populate_maildir(dc, msgs)
-        return asyncio.run(run_all(dc.imap_port, args))
+        yield dc.imap_port
 
 
 def main() -> None:
@@ -344,10 +352,20 @@ def main() -> None:
     args.sessions = 50
     msgs = [message(i) for i in range(n)]
     print(f"IMAP benchmark: {n} messages of ~{sum(map(len, msgs)) // n} bytes, {platform.machine()}, {os.cpu_count()} CPUs")
-    results = {"mailpair": bench_mailpair(msgs, args)}
-    print("  mailpair:", json.dumps(results["mailpair"]), flush=True)
-    results["dovecot"] = bench_dovecot(msgs, args)
-    print("  dovecot:", json.dumps(results["dovecot"]), flush=True)
+    results: dict = {"mailpair": {}, "dovecot": None}
+    with contextlib.ExitStack() as stack:
+        ports = {"mailpair": stack.enter_context(mailpair_server(msgs)), "dovecot": stack.enter_context(dovecot_server(msgs))}
+        servers = [k for k, v in ports.items() if v is not None]
+        if "dovecot" in servers:
+            results["dovecot"] = {}
+        for name in servers:
+            asyncio.run(warm_up(ports[name]))
+        # Workload by workload, both servers back to back, so load from elsewhere on the
+        # machine falls on both alike.
+        for w in ("full_sync", "resync", "concurrent"):
+            for name in servers:
+                results[name][w] = run_workload(w, ports[name], args)
+                print(f"  {name} {w}: " + json.dumps({k: round(v, 2) for k, v in results[name][w].items()}), flush=True)
     print(
         f"{'workload':<12} {'mailpair msg/s':>15} {'dovecot msg/s':>14} {'ratio':>6} {'mp MB/s':>8} {'dc MB/s':>8} {'mp p99':>8} {'dc p99':>8}"
     )
