@@ -334,7 +334,7 @@ async def _select(s: Session, a: Args, readonly: bool) -> bytes:
     if s.sel is not None:
         s.sel = None
         s.state = "auth"
-        if s.qresync:
+        if s.qresync or s.rev2:
             s.send(b"* OK [CLOSED] previous mailbox closed\r\n")
     row = await s.db.read(reads.mailbox, s.user, name)
     if row is None:

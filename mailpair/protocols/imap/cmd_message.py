@@ -72,7 +72,14 @@ async def _fetch(s: Session, a: Args, uid: bool) -> bytes:
     for i in range(0, len(targets), batch):
         chunk = targets[i : i + batch]
         data, reported, probs = await s.db.read(
-            fetchmod.render, sel.box_id, chunk, req, uid, s.condstore and changed_since is not None, changed_since
+            fetchmod.render,
+            sel.box_id,
+            chunk,
+            req,
+            uid,
+            s.condstore and changed_since is not None,
+            changed_since,
+            frozenset() if s.rev2 or not sel.recent else frozenset(sel.recent),
         )
         problems += probs
         for u, flags, modseq in reported:

@@ -158,6 +158,7 @@ def render(
     with_uid: bool,
     with_modseq: bool,
     changed_since: int | None,
+    recent: frozenset[int] = frozenset(),
 ) -> tuple[bytes, list[tuple[int, str, int]], list[str]]:
     """The FETCH responses for targets (sorted by uid), the (uid, flags, modseq) it reported, and
     problems to tell the client (a part that does not exist answers NIL, per RFC 9051)."""
@@ -210,7 +211,7 @@ def render(
                     if not with_uid:
                         parts.append(b"UID %d" % uid)
                 elif n == "FLAGS":
-                    parts.append(b"FLAGS (" + flags.encode() + b")")
+                    parts.append(b"FLAGS (" + _flags(flags, uid in recent) + b")")
                 elif n == "INTERNALDATE":
                     parts.append(b"INTERNALDATE " + wire.internal_date(idate))
                 elif n == "RFC822.SIZE":
@@ -236,12 +237,18 @@ def render(
             if with_modseq or any(it.name == "MODSEQ" for it in req.items):
                 parts.append(b"MODSEQ (%d)" % modseq)
             if req.sets_seen and not any(it.name == "FLAGS" for it in req.items):
-                parts.append(b"FLAGS (" + flags.encode() + b")")
+                parts.append(b"FLAGS (" + _flags(flags, uid in recent) + b")")
             out.append(b"* %d FETCH (" % msn + b" ".join(parts) + b")\r\n")
             reported.append((uid, flags, modseq))
     finally:
         conn.execute("COMMIT")
     return b"".join(out), reported, problems
+
+
+def _flags(flags: str, recent: bool) -> bytes:
+    if recent:  # \Recent is session state, never stored (IMAP4rev1 only)
+        return (flags + " \\Recent" if flags else "\\Recent").encode()
+    return flags.encode()
 
 
 def _section_item(it: Item, raw: bytes, problems: list[str]) -> bytes:

@@ -1,0 +1,71 @@
+"""Session life: time-outs, BYE when the server closes, \\Recent, per-session state."""
+
+from __future__ import annotations
+
+import imaplib
+import socket
+import time
+
+from .conftest import PASSWORD, message, start_server, stop_server
+
+
+def _read_all(sock: socket.socket, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    out = b""
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return out
+            out += data
+    except TimeoutError:
+        return out + b"<still open>"
+
+
+def test_idle_timeout_and_command_timeout_close_with_bye(tmp_path):
+    srv, t = start_server(tmp_path, idle_timeout=0.5, preauth_timeout=0.5, command_timeout=0.5)
+    try:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        out = _read_all(s, 3)
+        assert out.startswith(b"* OK") and b"* BYE" in out and not out.endswith(b"<still open>")
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"a1 LOGIN {5}\r\n")  # starts a command and never finishes it
+        out = _read_all(s, 3)
+        assert b"+ " in out and not out.endswith(b"<still open>")
+    finally:
+        stop_server(srv, t)
+
+
+def test_server_close_says_bye_to_sessions(tmp_path):
+    srv, t = start_server(tmp_path)
+    srv.add_user("alice")
+    c = imaplib.IMAP4("127.0.0.1", srv.port)
+    c.login("alice", PASSWORD)
+    c.select("INBOX")
+    srv.call(srv.server.close())
+    c.sock.settimeout(5)
+    data = c.sock.recv(1000)
+    assert data.startswith(b"* BYE")
+    srv.loop.call_soon_threadsafe(srv.loop.stop)
+    t.join(10)
+    srv.loop.close()
+    srv.store.close()
+
+
+def test_recent_goes_to_one_session_only(imap):
+    a = imaplib.IMAP4("127.0.0.1", imap.port)
+    a.login("alice", PASSWORD)
+    b = imaplib.IMAP4("127.0.0.1", imap.port)
+    b.login("alice", PASSWORD)
+    a.select("INBOX")
+    b.select("INBOX")
+    imap.deliver("alice", message(1))
+    time.sleep(0.1)
+    a.noop()
+    assert a.response("RECENT")[1][-1] == b"1"
+    assert b"\\Recent" in a.fetch("1", "(FLAGS)")[1][0]
+    b.noop()
+    assert b.response("RECENT")[1][-1] == b"0"
+    assert b"\\Recent" not in b.fetch("1", "(FLAGS)")[1][0]
+    a.logout()
+    b.logout()
