@@ -96,3 +96,32 @@ def test_lhlo_capabilities_and_wrong_greeting(node):
     for cap in ("PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", "SIZE"):
         assert cap in text
     assert "AUTH" not in text
+
+
+def test_metrics_count_connections_commands_and_results(node):
+    from prometheus_client import REGISTRY
+
+    def value(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (
+        value("mailpair_delivery_connections_total", protocol="lmtp"),
+        value("mailpair_delivery_commands_total", protocol="lmtp", command="RCPT"),
+        value("mailpair_deliveries_total", protocol="lmtp", result="ok"),
+        value("mailpair_deliveries_total", protocol="lmtp", result="rejected"),
+    )
+    c = lmtp_session(node.lmtp.port)
+    c.cmd("MAIL FROM:<s@example.org>")
+    c.cmd(f"RCPT TO:<alice@{DOMAIN}>")
+    c.cmd(f"RCPT TO:<ghost@{DOMAIN}>")
+    c.cmd("DATA")
+    c.send(stuff(message("metrics")))
+    assert c.line().startswith("250")
+    c.cmd("QUIT")
+    after = (
+        value("mailpair_delivery_connections_total", protocol="lmtp"),
+        value("mailpair_delivery_commands_total", protocol="lmtp", command="RCPT"),
+        value("mailpair_deliveries_total", protocol="lmtp", result="ok"),
+        value("mailpair_deliveries_total", protocol="lmtp", result="rejected"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 2, 1, 1]
