@@ -80,6 +80,7 @@ async def _fetch(s: Session, a: Args, uid: bool) -> bytes:
             s.condstore and changed_since is not None,
             changed_since,
             frozenset() if s.rev2 or not sel.recent else frozenset(sel.recent),
+            s.server.structure_cache(s.db),
         )
         problems += probs
         for u, flags, modseq in reported:

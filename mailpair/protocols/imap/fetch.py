@@ -150,6 +150,42 @@ def _item(n: str) -> Item:
 Target = tuple[int, int]  # (msn, uid)
 
 
+class StructureCache:
+    """Serialised ENVELOPE / BODY / BODYSTRUCTURE by blob id, for one database. A blob never
+    changes (its id is the LSN of the record that brought it), so an entry never goes stale; the
+    oldest entries make way once the cache is full."""
+
+    def __init__(self, max_entries: int = 60_000):
+        self.max = max_entries
+        self.d: dict[tuple[int, int], bytes] = {}
+
+    def get(self, key: tuple[int, int]) -> bytes | None:
+        return self.d.get(key)
+
+    def put(self, key: tuple[int, int], value: bytes) -> None:
+        d = self.d
+        if len(d) >= self.max:
+            for k in list(d)[: self.max // 10]:
+                del d[k]
+        d[key] = value
+
+
+_ENV, _BODY, _BS = 0, 1, 2
+
+
+def _cached(cache: StructureCache | None, blob_id: int, kind: int, packed: bytes | None, make) -> bytes:
+    if cache is not None:
+        hit = cache.get((blob_id, kind))
+        if hit is not None:
+            return hit
+    from msgpack import unpackb
+
+    value = make(unpackb(packed))
+    if cache is not None:
+        cache.put((blob_id, kind), value)
+    return value
+
+
 def render(
     conn: sqlite3.Connection,
     box_id: int,
@@ -159,17 +195,19 @@ def render(
     with_modseq: bool,
     changed_since: int | None,
     recent: frozenset[int] = frozenset(),
+    cache: StructureCache | None = None,
 ) -> tuple[bytes, list[tuple[int, str, int]], list[str]]:
     """The FETCH responses for targets (sorted by uid), the (uid, flags, modseq) it reported, and
     problems to tell the client (a part that does not exist answers NIL, per RFC 9051)."""
     if not targets:
         return b"", [], []
-    cols = "m.uid, m.flags, m.internal_date_us, m.size, m.modseq"
+    # ENVELOPE and BODYSTRUCTURE come from the cache when it has them, so their columns are read
+    # as they are (SQLite reads blob columns lazily; unused ones cost little).
+    cols = "m.uid, m.flags, m.internal_date_us, m.size, m.modseq, m.blob_id"
     cols += ", b.envelope" if req.needs_env else ", NULL"
     cols += ", b.bodystructure" if req.needs_bs else ", NULL"
     cols += ", b.raw" if req.needs_raw else ", NULL"
     join = " JOIN blobs b ON b.id = m.blob_id" if (req.needs_env or req.needs_bs or req.needs_raw) else ""
-    from msgpack import unpackb
 
     out: list[bytes] = []
     reported: list[tuple[int, str, int]] = []
@@ -196,7 +234,7 @@ def render(
                     " ORDER BY m.uid",
                     (box_id, *part),
                 ).fetchall()
-        for uid, flags, idate, size, modseq, env, bs, raw in rows:
+        for uid, flags, idate, size, modseq, blob_id, env, bs, raw in rows:
             msn = msn_of.get(uid)
             if msn is None:
                 continue
@@ -219,11 +257,11 @@ def render(
                 elif n == "MODSEQ":
                     pass  # added once below
                 elif n == "ENVELOPE":
-                    parts.append(b"ENVELOPE " + wire.envelope(unpackb(env)))
+                    parts.append(b"ENVELOPE " + _cached(cache, blob_id, _ENV, env, wire.envelope))
                 elif n == "BODYSTRUCTURE":
-                    parts.append(b"BODYSTRUCTURE " + wire.body(unpackb(bs), True))
+                    parts.append(b"BODYSTRUCTURE " + _cached(cache, blob_id, _BS, bs, wire.body))
                 elif n == "BODY":
-                    parts.append(b"BODY " + wire.body(unpackb(bs), False))
+                    parts.append(b"BODY " + _cached(cache, blob_id, _BODY, bs, _basic_body))
                 elif n == "RFC822":
                     parts.append(b"RFC822 " + wire.literal(raw))
                 elif n == "RFC822.HEADER":
@@ -243,6 +281,10 @@ def render(
     finally:
         conn.execute("COMMIT")
     return b"".join(out), reported, problems
+
+
+def _basic_body(bs) -> bytes:
+    return wire.body(bs, False)
 
 
 def _flags(flags: str, recent: bool) -> bytes:

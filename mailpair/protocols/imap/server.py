@@ -8,6 +8,7 @@ import logging
 import ssl
 import time
 
+from mailpair.protocols.imap.fetch import StructureCache
 from mailpair.protocols.imap.selected import RecentTracker
 from mailpair.protocols.imap.session import Session
 from mailpair.protocols.imap.settings import ImapSettings
@@ -40,6 +41,7 @@ class ImapServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listening: list = []
         self._tasks: set[asyncio.Task] = set()
+        self._structure_caches: dict[str, StructureCache] = {}
 
     async def start(self) -> ImapServer:
         self._loop = asyncio.get_running_loop()
@@ -63,6 +65,12 @@ class ImapServer:
         finally:
             if task is not None:
                 self._tasks.discard(task)
+
+    def structure_cache(self, db) -> StructureCache:
+        cache = self._structure_caches.get(db.name)
+        if cache is None:
+            cache = self._structure_caches[db.name] = StructureCache()
+        return cache
 
     def forget(self, session: Session) -> None:
         self.sessions.discard(session)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import re
 
-_QUOTABLE = re.compile(rb"^[\x01-\x09\x0b\x0c\x0e-\x7f]*$")
 _ATOM = re.compile(rb"^[!#$&'+-Z^-z|}~]+$")
 
 
 def string(b: bytes, utf8: bool = False) -> bytes:
-    """A string as a quoted string if it can be one, else a literal."""
-    if len(b) < 1024 and (_QUOTABLE.match(b) or (utf8 and b"\r" not in b and b"\n" not in b and b"\0" not in b)):
-        return b'"' + b.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    """A string as a quoted string if it can be one (short, 7-bit or UTF8=ACCEPT, no CR LF NUL),
+    else a literal. Plain bytes methods only: this runs for every field of every ENVELOPE."""
+    if len(b) < 1024 and (utf8 or b.isascii()) and b"\r" not in b and b"\n" not in b and b"\0" not in b:
+        if b"\\" in b or b'"' in b:
+            b = b.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        return b'"' + b + b'"'
     return b"{%d}\r\n%s" % (len(b), b)
 
 
