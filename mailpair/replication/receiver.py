@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,9 @@ class CopyWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._job: asyncio.Task | None = None
+        # held while records are appended on a worker thread; closing the database takes it too,
+        # so a cancelled stream never leaves an append running into a closed log
+        self._store_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -102,6 +106,11 @@ class CopyWorker:
                     await t
         if self.replayer is not None:
             await self.replayer.close()
+        await asyncio.to_thread(self._quiesce)
+
+    def _quiesce(self) -> None:
+        with self._store_lock:
+            pass
 
     def _interrupt(self) -> None:
         """Stop what the worker is doing now (a stream or a seed) and look at its flags again."""
@@ -241,6 +250,7 @@ class CopyWorker:
             await self.replayer.close()
             self.replayer = None
         old, self.db = self.db, None
+        await asyncio.to_thread(self._quiesce)
         if old is not None:
             self.store.databases.pop(self.name, None)
             await asyncio.to_thread(old.close)
@@ -352,7 +362,15 @@ class CopyWorker:
             if recs:
                 epoch = recs[-1].epoch
         if records:
-            db.store_received(records, raws)
+            with self._store_lock:
+                # Inspection above checked what store_received checks (LSNs continue the log,
+                # epochs never go back). The append runs here rather than on the database's
+                # writer thread so a replay step there never delays storing and acknowledging
+                # (copy lag, synchronous mode). On a passive this worker is the log's only
+                # appender; the log's own lock orders the append with replay's reads.
+                if db.log.last_lsn + 1 != records[0].lsn:
+                    raise InspectionFailed(f"received LSN {records[0].lsn}, the log ends at {db.log.last_lsn}", records[0].lsn)
+                db.log.append(raws, records[-1])
         stored = [(r, len(raw)) for r, raw in zip(records, raws, strict=True)]
         if error is not None:
             raise _PartlyStored(stored, error)

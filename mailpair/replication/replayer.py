@@ -17,7 +17,7 @@ from mailpair.store import Database
 
 log = logging.getLogger("mailpair.replication")
 
-STEP = 2000  # records per replay call, so a pause takes effect quickly
+STEP = 500  # records per replay call, so a pause takes effect quickly
 
 
 class Replayer:

@@ -13,9 +13,11 @@ If the active's own log is damaged where the passive needs it, the passive is to
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,42 +35,44 @@ WRITE_TIMEOUT = 30.0
 
 class HeadTracker:
     """Per database: when each recent batch was written and the log's running byte count, so the
-    copy queue can be told in bytes and copy lag in time."""
+    copy queue can be told in bytes and copy lag in time. Written by the store's writer thread,
+    read on the event loop, hence the lock."""
 
-    def __init__(self, maxlen: int = 200_000):
-        self.batches: collections.deque[tuple[int, float, int]] = collections.deque(maxlen=maxlen)
+    def __init__(self, keep: int = 100_000):
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._lsns: list[int] = []  # last LSN of each batch
+        self._times: list[float] = []  # monotonic time it was durable
+        self._bytes: list[int] = []  # running byte count after it
         self.total_bytes = 0
-        self.head_time = 0.0
 
-    def add(self, last_lsn: int, nbytes: int, ts: float) -> None:
-        self.total_bytes += nbytes
-        self.head_time = ts
-        self.batches.append((last_lsn, time.monotonic(), self.total_bytes))
+    def add(self, last_lsn: int, nbytes: int) -> None:
+        with self._lock:
+            self.total_bytes += nbytes
+            self._lsns.append(last_lsn)
+            self._times.append(time.monotonic())
+            self._bytes.append(self.total_bytes)
+            if len(self._lsns) > 2 * self.keep:
+                del self._lsns[: self.keep], self._times[: self.keep], self._bytes[: self.keep]
 
     def bytes_after(self, lsn: int, records_behind: int) -> int:
         """Bytes written after lsn (an estimate when lsn is older than what is remembered)."""
-        batches = self.batches
-        if not batches or records_behind <= 0:
+        if records_behind <= 0:
             return 0
-        if lsn < batches[0][0]:
-            avg = self.total_bytes / max(1, batches[-1][0] - batches[0][0] + 1)
-            return int(records_behind * avg)
-        # the newest batch at or before lsn: its running total is what the passive holds
-        lo, hi = 0, len(batches) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if batches[mid][0] <= lsn:
-                lo = mid
-            else:
-                hi = mid - 1
-        return self.total_bytes - batches[lo][2]
+        with self._lock:
+            if not self._lsns:
+                return 0
+            i = bisect.bisect_right(self._lsns, lsn) - 1
+            if i < 0:
+                span = self._lsns[-1] - self._lsns[0] + 1
+                return int(records_behind * (self._bytes[-1] - self._bytes[0]) / max(1, span))
+            return self.total_bytes - self._bytes[i]
 
     def written_at(self, lsn: int) -> float | None:
         """Monotonic time the batch holding lsn was durable on the active."""
-        for last, t, _ in self.batches:
-            if last >= lsn:
-                return t
-        return None
+        with self._lock:
+            i = bisect.bisect_left(self._lsns, lsn)
+            return self._times[i] if i < len(self._lsns) else None
 
 
 class CopyView:
@@ -148,7 +152,7 @@ class Shipper:
         self.heads[db.name] = head
 
         def on_durable(records: list[Record], raws: list[bytes]) -> None:
-            head.add(records[-1].lsn, sum(len(r) for r in raws), records[-1].timestamp_us / 1e6)
+            head.add(records[-1].lsn, sum(len(r) for r in raws))
 
         db.log_listeners.append(on_durable)
         if self.settings.mode == "sync":
@@ -252,6 +256,8 @@ class Shipper:
             log.warning("replication: connection from %s dropped: %s", where, e)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, OSError) as e:
             log.info("replication: connection from %s ended: %s", where, type(e).__name__)
+        except asyncio.CancelledError:
+            pass  # the shipper is closing; asyncio's server would report a cancelled handler as an error
         finally:
             self._tasks.discard(task)
             writer.close()

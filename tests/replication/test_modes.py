@@ -35,7 +35,7 @@ def test_sync_mode_answers_after_the_passive_stored_and_falls_back_when_it_is_go
         pair.start_passive()
         pair.wait_caught_up(out["lsn"], 60)
         lsn = pair.deliver(5)["lsn"]
-        pair.wait(lambda: pair.shipper()[0]["sync_fallback"] is False, 10, "synchronous again")
+        pair.wait(lambda: pair.shipper()[0]["sync_fallback"] is False, 30, "synchronous again")
         lsn = pair.deliver(1)["lsn"]
         assert pair.copy()["stored_lsn"] >= lsn
         assert "synchronous again" in pair.log_text("node1")

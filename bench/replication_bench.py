@@ -1,0 +1,266 @@
+"""Replication benchmark: copy lag, replay throughput, and delivery throughput in asynchronous
+vs synchronous mode, with a real passive node process on loopback.
+
+The active runs in this process (store + shipper, as a node does); the passive is
+`mailpair node run` in its own process with its own data directory, pulling, inspecting,
+storing (fsync) and replaying. Deliveries are 2 KiB messages at concurrency 64, the highest load
+the active sustains (a closed loop: each worker delivers again as soon as it is answered).
+
+- copy lag: for every acknowledged batch, the time from "durable on the active" to "the passive
+  says it is stored" (ms), and the copy queue in records sampled every 50 ms (async phase);
+- replay: records/s the passive replays while catching up a backlog (copy suspended, N records
+  delivered, resumed), and whether the replay queue grows under load;
+- async_per_s / sync_per_s: deliveries/s in each mode; sync_ratio = sync/async.
+
+    python bench/replication_bench.py [--quick] [--dir DIR]
+
+The last line is JSON: copy_lag_ms_p50, copy_lag_ms_p99, replay_per_s, async_per_s, sync_per_s,
+sync_ratio (and a few more figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from mailpair.config import Listen, NodeConfig
+from mailpair.replication import ReplicationSettings, start_shipper
+from mailpair.store import NodeStore, prepare_message
+
+FAST_HASH = "$scrypt$ln=1,r=8,p=1$c2FsdA$eA"
+SECRET = "bench-secret"
+TOKEN = "bench-token"
+
+
+def message(n: int, size: int = 2048) -> bytes:
+    head = (
+        f"From: Sender <s{n}@example.org>\r\nTo: user{n % 8}@example.test\r\nSubject: bench {n}\r\n"
+        f"Message-ID: <r{n}@bench>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n"
+    ).encode()
+    line = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n"
+    return head + (line * (size // len(line) + 1))[: size - len(head)]
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Passive:
+    def __init__(self, root: Path, repl_port: int):
+        self.data = root / "node2"
+        self.data.mkdir(parents=True)
+        self.admin = free_port()
+        cfg = NodeConfig(
+            name="node2",
+            data=str(self.data),
+            role="passive",
+            admin=Listen(port=self.admin),
+            replication=Listen(port=free_port()),
+            peer_name="node1",
+            peer_replication=Listen(port=repl_port),
+            secret=SECRET,
+            admin_token=TOKEN,
+        )
+        cfg.save(self.data / "node.json")
+        (self.data / "replication.json").write_text(json.dumps({"reconnect_max_s": 0.5}))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailpair", "node", "run", "--config", str(self.data / "node.json")],
+            stdout=open(self.data / "node.log", "ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def _call(self, path: str, method: str = "GET") -> dict:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.admin}{path}", method=method, data=b"{}" if method == "POST" else None
+        )
+        req.add_header("Authorization", f"Bearer {TOKEN}")
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    def copy(self) -> dict | None:
+        try:
+            st = self._call("/api/status")
+        except OSError:
+            return None
+        return next((c for d in st["databases"] for c in d["copies"] if c.get("database") == "mail"), None)
+
+    def action(self, what: str) -> None:
+        self._call(f"/api/databases/mail/copy/{what}", "POST")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def wait_for(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = await asyncio.to_thread(pred)
+        if v:
+            return v
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+async def load(db, seconds: float, conc: int, counter: list[int]) -> float:
+    """Closed-loop deliveries for `seconds`; returns deliveries/s."""
+    end = time.perf_counter() + seconds
+    done = 0
+
+    async def worker():
+        nonlocal done
+        while time.perf_counter() < end:
+            counter[0] += 1
+            n = counter[0]
+            await db.acommit(
+                "deliver", recipients=[(f"user{n % 8}", None)], date=time.time_ns() // 1000, **prepare_message(message(n))
+            )
+            done += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conc)))
+    return done / (time.perf_counter() - t0)
+
+
+async def run(root: Path, quick: bool) -> dict:
+    seconds = 8.0 if quick else 25.0
+    backlog = 5000 if quick else 20000
+    conc = 64
+    store = NodeStore(root / "node1").open()
+    db = store.default_database()
+    for i in range(8):
+        db.commit("account_add", name=f"user{i}", hash=FAST_HASH, quota=0)
+    port = free_port()
+
+    def settings(mode: str) -> ReplicationSettings:
+        return ReplicationSettings(secret=SECRET.encode(), port=port, mode=mode, node="node1", sync_fallback_s=10.0)
+
+    shipper = await start_shipper(store, settings("async"))
+    passive = Passive(root, port)
+    counter = [0]
+    try:
+        await wait_for(lambda: (c := passive.copy()) and c["status"] == "Healthy", 60, "a Healthy copy")
+        # warm-up, then the async phase with lag and queue sampling
+        await load(db, 1.0, conc, counter)
+        shipper.copies[("mail", "node2")].lag_samples.clear()
+        queue_samples: list[int] = []
+        replay_samples: list[int] = []
+        sampling = True
+
+        async def sample():
+            while sampling:
+                s = shipper.status()
+                if s:
+                    queue_samples.append(s[0]["copy_queue"])
+                    if s[0].get("replay_queue") is not None:
+                        replay_samples.append(s[0]["replay_queue"])
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.create_task(sample())
+        async_rate = await load(db, seconds, conc, counter)
+        sampling = False
+        await sampler
+        lags = list(shipper.lag_samples_ms("mail"))
+        head = db.log.last_lsn
+        await wait_for(lambda: (c := passive.copy()) and c["replayed_lsn"] == head, 120, "catch-up after the async phase")
+        print(
+            f"async: {async_rate:,.0f} deliveries/s at concurrency {conc}; copy lag p50 {pct(lags, 50):.1f} ms "
+            f"p99 {pct(lags, 99):.1f} ms over {len(lags)} acknowledged batches; copy queue p50 {pct(queue_samples, 50):.0f} "
+            f"p99 {pct(queue_samples, 99):.0f} records; replay queue max {max(replay_samples, default=0)}"
+        )
+
+        # replay throughput: a backlog built while the copy is suspended, then caught up
+        passive.action("suspend")
+        await wait_for(lambda: (c := passive.copy()) and c["status"] == "Suspended", 10, "Suspended")
+        start_lsn = passive.copy()["replayed_lsn"]
+        sem = asyncio.Semaphore(conc)
+
+        async def one():
+            async with sem:
+                counter[0] += 1
+                n = counter[0]
+                await db.acommit(
+                    "deliver", recipients=[(f"user{n % 8}", None)], date=time.time_ns() // 1000, **prepare_message(message(n))
+                )
+
+        await asyncio.gather(*(one() for _ in range(backlog)))
+        head = db.log.last_lsn
+        t0 = time.perf_counter()
+        passive.action("resume")
+        await wait_for(lambda: (c := passive.copy()) and c["replayed_lsn"] == head, 300, "backlog replayed")
+        replay_rate = (head - start_lsn) / (time.perf_counter() - t0)
+        print(
+            f"catch-up of a {head - start_lsn}-record backlog (file mode, inspect, store, replay): {replay_rate:,.0f} records/s"
+        )
+
+        # synchronous phase: the same pair, the shipper restarted in sync mode
+        await shipper.close()
+        shipper = await start_shipper(store, settings("sync"))
+        await wait_for(lambda: (c := passive.copy()) and c["status"] == "Healthy", 60, "a Healthy copy (sync)")
+        await wait_for(lambda: shipper.status() and shipper.status()[0]["status"] == "Healthy", 30, "shipper sees the copy")
+        await load(db, 1.0, conc, counter)
+        sync_rate = await load(db, seconds, conc, counter)
+        fell_back = shipper.gates["mail"].fallbacks
+        print(f"sync: {sync_rate:,.0f} deliveries/s at concurrency {conc} (fallbacks to async during the run: {fell_back})")
+    finally:
+        await shipper.close()
+        passive.stop()
+        store.close()
+    return {
+        "copy_lag_ms_p50": round(pct(lags, 50), 2),
+        "copy_lag_ms_p99": round(pct(lags, 99), 2),
+        "copy_queue_records_p50": pct(queue_samples, 50),
+        "copy_queue_records_p99": pct(queue_samples, 99),
+        "replay_queue_max": max(replay_samples, default=0),
+        "replay_per_s": round(replay_rate, 1),
+        "async_per_s": round(async_rate, 1),
+        "sync_per_s": round(sync_rate, 1),
+        "sync_ratio": round(sync_rate / async_rate, 3),
+        "sync_fallbacks": fell_back,
+        "concurrency": conc,
+        "seconds_per_phase": seconds,
+        "machine": f"{os.cpu_count()} cpu, {platform.python_implementation()} {platform.python_version()}",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short phases (about a minute in all)")
+    ap.add_argument("--dir", type=Path, help="where to put both nodes' data (default: a temporary directory)")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="mailpair-repl-bench-", dir=args.dir))
+    try:
+        result = asyncio.run(run(root, args.quick))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
