@@ -72,9 +72,13 @@ class Node:
 
     async def start(self) -> None:
         writable = self.role == "active"
-        self.store = await asyncio.to_thread(
-            lambda: NodeStore(self.data, self.db_config(), writable=writable).open(create_default=writable)
-        )
+        if writable:
+            self.store = await asyncio.to_thread(lambda: NodeStore(self.data, self.db_config()).open(create_default=True))
+        else:
+            # a damaged copy must not keep the passive down: it shows Failed until reseeded
+            from mailpair.replication.receiver import open_passive_store
+
+            self.store = await asyncio.to_thread(open_passive_store, self.data, self.db_config())
         from mailpair.admin.api import start_admin
 
         if writable:

@@ -1,0 +1,119 @@
+"""The replication channel on real loopback sockets: mutual authentication both ways, framing
+that refuses damage, and inspection of records (checksum, gaps, epoch, database id)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from mailpair.replication import auth, protocol
+from mailpair.replication.inspect import InspectionFailed, inspect_batch
+from mailpair.store.log import encode_record
+
+DB = uuid.uuid4().bytes
+
+
+async def _exchange(active_secret: bytes, passive_secret: bytes):
+    results = {}
+
+    async def handle(reader, writer):
+        try:
+            results["active"] = await auth.as_active(reader, writer, active_secret, "node1")
+        except Exception as e:
+            results["active"] = e
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        results["passive"] = await auth.as_passive(reader, writer, passive_secret, "node2")
+    except Exception as e:
+        results["passive"] = e
+    writer.close()
+    await asyncio.sleep(0.05)
+    server.close()
+    return results
+
+
+def test_same_secret_authenticates_both_ways():
+    r = asyncio.run(_exchange(b"s3cret", b"s3cret"))
+    assert r == {"active": "node2", "passive": "node1"}
+
+
+def test_active_refuses_a_passive_with_the_wrong_secret():
+    r = asyncio.run(_exchange(b"s3cret", b"guess"))
+    assert isinstance(r["active"], auth.AuthFailed) and "wrong cluster secret" in str(r["active"])
+    assert isinstance(r["passive"], auth.AuthFailed) and "refused" in str(r["passive"])
+
+
+def test_passive_refuses_an_impostor_active():
+    """A fake active that accepts any proof still cannot prove it knows the secret."""
+
+    async def run():
+        async def impostor(reader, writer):
+            await protocol.read_frame(reader, 5)
+            await protocol.send(writer, {"t": "challenge", "node": "evil", "nonce": b"n" * 32})
+            await protocol.read_frame(reader, 5)
+            await protocol.send(writer, {"t": "welcome", "mac": b"\0" * 32})
+            await asyncio.sleep(0.2)
+            writer.close()
+
+        server = await asyncio.start_server(impostor, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        with pytest.raises(auth.AuthFailed, match="does not know the cluster secret"):
+            await auth.as_passive(reader, writer, b"s3cret", "node2")
+        writer.close()
+        server.close()
+
+    asyncio.run(run())
+
+
+def test_damaged_frames_are_refused():
+    async def run():
+        frame = bytearray(protocol.encode({"t": "hb", "head": 5}))
+        frame[-1] ^= 1
+        for data, match in ((bytes(frame), "checksum"), (b"\xff\xff\xff\x7f\0\0\0\0", "over the limit")):
+            reader = asyncio.StreamReader()
+            reader.feed_data(data)
+            reader.feed_eof()
+            with pytest.raises(protocol.ProtocolError, match=match):
+                await protocol.read_frame(reader, 1)
+
+    asyncio.run(run())
+
+
+def rec(lsn: int, epoch: int = 1) -> bytes:
+    return encode_record(lsn, epoch, 1_700_000_000_000_000 + lsn, 20, b"payload %d" % lsn)
+
+
+def test_inspection_accepts_a_clean_batch():
+    recs = inspect_batch([rec(5), rec(6), rec(7, epoch=2)], 5, 1, DB, DB)
+    assert [r.lsn for r in recs] == [5, 6, 7] and recs[-1].epoch == 2
+
+
+@pytest.mark.parametrize(
+    "raws, expected, epoch, batch_db, match",
+    [
+        ([rec(5), rec(7)], 5, 1, DB, "LSN 7 where LSN 6 belongs"),  # gap
+        ([rec(5), rec(5)], 5, 1, DB, "LSN 5 where LSN 6 belongs"),  # repeat
+        ([rec(6)], 5, 1, DB, "LSN 6 where LSN 5 belongs"),
+        ([rec(5, epoch=1)], 5, 2, DB, "epoch 1, older than epoch 2"),  # old epoch
+        ([rec(5)], 5, 1, uuid.uuid4().bytes, "another database"),
+    ],
+)
+def test_inspection_refuses_gaps_repeats_old_epochs_and_foreign_records(raws, expected, epoch, batch_db, match):
+    with pytest.raises(InspectionFailed, match=match):
+        inspect_batch(raws, expected, epoch, DB, batch_db)
+
+
+def test_inspection_catches_every_single_bit_flip():
+    raw = rec(9)
+    for bit in range(len(raw.rstrip(b"\0")) * 8):
+        damaged = bytearray(raw)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(InspectionFailed) as e:
+            inspect_batch([bytes(damaged)], 9, 1, DB, DB)
+        assert e.value.lsn == 9
