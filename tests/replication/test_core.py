@@ -46,6 +46,20 @@ def test_pair_up_gives_a_healthy_copy(tmp_path):
         st = pairutil.status(tmp_path / "p")
         copies = {c["node"]: c for c in st["databases"][0]["copies"]}
         assert copies["node2"]["stored_lsn"] == want
+        # a database created on the active while the pair runs gets its own copy (seeded)
+        code, body = pairutil.http(
+            f"http://127.0.0.1:{active['admin']}/api/databases", info["admin_token"], "POST", {"name": "archive"}
+        )
+        assert code == 201, body
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            dbs = {d["name"]: d for d in pairutil.status(tmp_path / "p")["databases"]}
+            copy = next((c for c in dbs.get("archive", {}).get("copies", []) if c["node"] == "node2"), None)
+            if copy and copy["status"] == "Healthy":
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"no Healthy copy of the new database: {dbs}")
     finally:
         pairutil.pair_down(tmp_path / "p")
 
