@@ -94,11 +94,14 @@ class CopyView:
 class LiveFeed:
     """Records as the writer makes them durable, handed to one stream on its event loop."""
 
+    MAX_BYTES = 64 * 1024 * 1024
+
     def __init__(self, db: Database, loop: asyncio.AbstractEventLoop, max_records: int):
         self.db = db
         self.loop = loop
         self.max_records = max_records
         self.items: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.bytes = 0  # held in items
         self.event = asyncio.Event()
         db.log_listeners.append(self._listener)
 
@@ -110,11 +113,19 @@ class LiveFeed:
             pass
 
     def _push(self, first: int, raws: list[bytes]) -> None:
-        if len(self.items) + len(raws) > self.max_records:
+        size = sum(len(r) for r in raws)
+        if len(self.items) + len(raws) > self.max_records or self.bytes + size > self.MAX_BYTES:
             self.items.clear()  # the stream reads these back from segment files instead
+            self.bytes = 0
         else:
             self.items.extend((first + i, raw) for i, raw in enumerate(raws))
+            self.bytes += size
         self.event.set()
+
+    def pop(self) -> tuple[int, bytes]:
+        item = self.items.popleft()
+        self.bytes -= len(item[1])
+        return item
 
     def close(self) -> None:
         with contextlib.suppress(ValueError):
@@ -308,8 +319,8 @@ class Shipper:
                         break
                     await protocol.send(writer, {"t": "seed_chunk", "data": chunk}, WRITE_TIMEOUT)
             await protocol.send(writer, {"t": "seed_end"}, WRITE_TIMEOUT)
-            # wait for the passive to say it has the file (or hang up)
-            await protocol.read_frame(reader, WRITE_TIMEOUT)
+            # wait for the passive to check the file and say it has it (or hang up)
+            await protocol.read_frame(reader, 300)
         finally:
             path.unlink(missing_ok=True)
 
@@ -399,11 +410,11 @@ class Shipper:
         s = self.settings
         while True:
             while live.items and live.items[0][0] < nxt:
-                live.items.popleft()  # the passive has these already (read from files)
+                live.pop()  # the passive has these already (read from files)
             if live.items and live.items[0][0] == nxt:
                 raws, size = [], 0
                 while live.items and len(raws) < s.batch_records and size < s.batch_bytes:
-                    raws.append(live.items.popleft()[1])
+                    raws.append(live.pop()[1])
                     size += len(raws[-1])
                 view.mode = "block"
                 await self._send_batch(db, view, writer, nxt, raws, "block")
