@@ -7,6 +7,7 @@ import asyncio
 
 from mailpair.protocols.imap import fetch as fetchmod
 from mailpair.protocols.imap import framing, reads, search, seqset, wire
+from mailpair.protocols.imap import sort as sortmod
 from mailpair.protocols.imap.args import Args, Atom, as_number
 from mailpair.protocols.imap.session import SELECTED, Bad, Closed, No, Session, command
 from mailpair.store import NoSuchMailbox
@@ -383,3 +384,54 @@ async def idle(s: Session, tag: bytes, a: Args) -> bytes:
                 s.dirty = False
     finally:
         s.framer.line_mode = False
+
+
+# ---------------------------------------------------------------------------- SORT / THREAD
+def _charset_and_query(s: Session, values: list) -> search.Query:
+    if not values:
+        raise Bad("missing charset")
+    charset = values[0].decode("ascii", "replace") if isinstance(values[0], bytes) else str(values[0])
+    if charset.upper() not in search.CHARSETS:
+        raise No("unsupported charset", b"BADCHARSET (UTF-8 US-ASCII)")
+    query, _ = search.parse(values[1:], s.utf8)
+    return query
+
+
+async def _sort(s: Session, a: Args, uid: bool) -> bytes:
+    sel = s.sel
+    criteria = sortmod.parse_criteria(a.next("sort criteria"))
+    query = _charset_and_query(s, a.values[a.i :])
+    found = await s.db.read(sortmod.run_sort, sel.box_id, list(sel.uids), query, set(sel.recent), s.saved, criteria)
+    s.send(b"* SORT" + b"".join(b" %d" % (u if uid else m) for m, u in found) + b"\r\n")
+    return b"OK SORT completed"
+
+
+@command("SORT", SELECTED)
+async def sort_cmd(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _sort(s, a, uid=False)
+
+
+@command("UID SORT", SELECTED)
+async def uid_sort(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _sort(s, a, uid=True)
+
+
+async def _thread(s: Session, a: Args, uid: bool) -> bytes:
+    sel = s.sel
+    algorithm = a.atom("threading algorithm").upper()
+    if algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
+        raise Bad(f"unknown threading algorithm {algorithm[:20]}")
+    query = _charset_and_query(s, a.values[a.i :])
+    text = await s.db.read(sortmod.run_thread, sel.box_id, list(sel.uids), query, set(sel.recent), s.saved, algorithm, uid)
+    s.send(b"* THREAD " + text + b"\r\n" if text else b"* THREAD\r\n")
+    return b"OK THREAD completed"
+
+
+@command("THREAD", SELECTED)
+async def thread_cmd(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _thread(s, a, uid=False)
+
+
+@command("UID THREAD", SELECTED)
+async def uid_thread(s: Session, tag: bytes, a: Args) -> bytes:
+    return await _thread(s, a, uid=True)

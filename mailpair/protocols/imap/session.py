@@ -42,7 +42,7 @@ AUTH = frozenset({"auth", "selected"})
 SELECTED = frozenset({"selected"})
 NOTAUTH = frozenset({"notauth"})
 # Commands during which EXPUNGE must not be sent (message numbers would shift under the client).
-_NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE"}
+_NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "SORT", "THREAD"}
 
 
 def command(name: str, states: frozenset[str]) -> Callable[[Handler], Handler]:
@@ -272,6 +272,10 @@ class Session:
             b"STATUS=SIZE",
             b"UTF8=ACCEPT",
             b"WITHIN",
+            b"SORT",
+            b"SORT=DISPLAY",
+            b"THREAD=ORDEREDSUBJECT",
+            b"THREAD=REFERENCES",
         ]
         return caps
 
