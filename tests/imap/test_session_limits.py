@@ -69,3 +69,28 @@ def test_recent_goes_to_one_session_only(imap):
     assert b"\\Recent" not in b.fetch("1", "(FLAGS)")[1][0]
     a.logout()
     b.logout()
+
+
+def test_compress_deflate(imap):
+    import zlib
+
+    imap.deliver("alice", message(1))
+    s = socket.create_connection(("127.0.0.1", imap.port), timeout=10)
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b"a LOGIN alice " + PASSWORD.encode() + b"\r\n")
+    while not f.readline().startswith(b"a OK"):
+        pass
+    s.sendall(b"b COMPRESS DEFLATE\r\n")
+    assert f.readline().startswith(b"b OK")
+    comp, decomp = zlib.compressobj(6, zlib.DEFLATED, -15), zlib.decompressobj(-15)
+    s.sendall(comp.compress(b"c SELECT INBOX\r\nd FETCH 1 (BODY.PEEK[])\r\n") + comp.flush(zlib.Z_SYNC_FLUSH))
+    got = b""
+    while b"d OK" not in got:
+        got += decomp.decompress(s.recv(65536))
+    assert b"c OK [READ-WRITE]" in got and message(1) in got
+    s.sendall(comp.compress(b"e COMPRESS DEFLATE\r\n") + comp.flush(zlib.Z_SYNC_FLUSH))
+    while b"e NO" not in got:
+        got += decomp.decompress(s.recv(65536))
+    assert b"e NO [COMPRESSIONACTIVE]" in got
+    s.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import zlib
 
 from mailpair.protocols.imap import reads
 from mailpair.protocols.imap.args import Args
@@ -162,3 +163,23 @@ async def authenticate(s: Session, tag: bytes, a: Args) -> bytes:
     if authz and authz != authc:
         raise No("acting as another user is not allowed", b"AUTHORIZATIONFAILED")
     return await _authenticate_user(s, user, pw)
+
+
+@command("COMPRESS", AUTH)
+async def compress(s: Session, tag: bytes, a: Args) -> bytes:
+    mech = a.atom("mechanism").upper()
+    a.end()
+    if mech != "DEFLATE":
+        raise Bad("only COMPRESS DEFLATE is supported")
+    if s.deflater is not None:
+        raise No("compression is already on", b"COMPRESSIONACTIVE")
+    s.send(tag + b" OK DEFLATE active\r\n")
+    await s.flush()
+    # RFC 4978: raw deflate both ways from the byte after the OK line.
+    s.deflater = zlib.compressobj(6, zlib.DEFLATED, -15)
+    s.inflater = zlib.decompressobj(-15)
+    rest = bytes(s.framer.buf)  # anything pipelined after COMPRESS is already compressed
+    s.framer.buf.clear()
+    if rest:
+        s.feed(rest)
+    raise Answered

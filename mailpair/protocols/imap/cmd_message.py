@@ -376,7 +376,7 @@ async def idle(s: Session, tag: bytes, a: Args) -> bytes:
                 data = task.result()
                 if not data:
                     raise Closed("client closed the connection")
-                s.framer.feed(data)
+                s.feed(data)
             if s.dirty and s.state == "selected":
                 await s.sync(True)
                 await s.flush()

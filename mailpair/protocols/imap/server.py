@@ -133,11 +133,7 @@ class ImapServer:
         for db in self._listening:
             db.remove_listener(self._on_changes)
         for s in list(self.sessions):
-            try:
-                s.writer.write(b"* BYE server shutting down\r\n")
-                s.writer.close()
-            except (ConnectionError, RuntimeError):
-                pass
+            s.say_bye(b"server shutting down")
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=5)

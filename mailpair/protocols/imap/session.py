@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -112,6 +113,8 @@ class Session:
         self.wake = asyncio.Event()
         self.peer = (writer.get_extra_info("peername") or ("?", 0))[0]
         self._read_task: asyncio.Task | None = None
+        self.inflater = None  # zlib objects once COMPRESS DEFLATE is on
+        self.deflater = None
         self._out: list[bytes] = []
         self.current = ""  # name of the command being run
 
@@ -119,12 +122,34 @@ class Session:
     def send(self, data: bytes) -> None:
         self._out.append(data)
 
+    def _pack(self, data: bytes) -> bytes:
+        if self.deflater is not None:  # COMPRESS=DEFLATE: one sync flush per write
+            return self.deflater.compress(data) + self.deflater.flush(zlib.Z_SYNC_FLUSH)
+        return data
+
     async def flush(self) -> None:
         if self._out:
             data = b"".join(self._out)
             self._out.clear()
-            self.writer.write(data)
+            self.writer.write(self._pack(data))
         await self.writer.drain()
+
+    def say_bye(self, text: bytes) -> None:
+        """Write a BYE now (server shutdown) and close."""
+        try:
+            self.writer.write(self._pack(b"".join(self._out) + b"* BYE " + text + b"\r\n"))
+            self._out.clear()
+            self.writer.close()
+        except (ConnectionError, RuntimeError):
+            pass
+
+    def feed(self, data: bytes) -> None:
+        if self.inflater is not None:
+            try:
+                data = self.inflater.decompress(data)
+            except zlib.error:
+                raise Closed("bad compressed data from the client") from None
+        self.framer.feed(data)
 
     @property
     def utf8(self) -> bool:
@@ -168,7 +193,7 @@ class Session:
             raise Closed("time-out") from None
         if not data:
             raise Closed("client closed the connection")
-        self.framer.feed(data)
+        self.feed(data)
 
     async def next_event(self) -> framing.Event:
         while True:
@@ -234,7 +259,7 @@ class Session:
             self._read_task = None
         try:
             if self._out and not self.writer.is_closing():
-                self.writer.write(b"".join(self._out))
+                self.writer.write(self._pack(b"".join(self._out)))
                 self._out.clear()
             self.writer.close()
         except (ConnectionError, RuntimeError):
@@ -276,6 +301,7 @@ class Session:
             b"SORT=DISPLAY",
             b"THREAD=ORDEREDSUBJECT",
             b"THREAD=REFERENCES",
+            b"COMPRESS=DEFLATE",
         ]
         return caps
 
