@@ -11,6 +11,8 @@ import re
 import sqlite3
 from dataclasses import dataclass, field
 
+from msgpack import unpackb
+
 from mailpair.protocols.imap import sections, wire
 from mailpair.protocols.imap.args import Atom, ParseError
 
@@ -70,8 +72,6 @@ def parse_items(v) -> Request:
         if not isinstance(n, Atom):
             raise ParseError("fetch items are atoms")
         items.append(_item(n))
-    if not any(i.name == "UID" for i in items):
-        pass
     return Request(
         items=items,
         needs_raw=any(i.name in ("BODY[]", "BINARY", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT") for i in items),
@@ -118,10 +118,7 @@ def _item(n: str) -> Item:
     if start is not None:
         if kind == "BINARY.SIZE":
             raise ParseError("BINARY.SIZE takes no partial")
-        ln = int(length) if length is not None else None
-        if ln == 0 and length is not None:
-            pass
-        partial = (int(start), ln)
+        partial = (int(start), int(length) if length is not None else None)
     base = (
         "BINARY"
         if kind.startswith("BINARY") and kind != "BINARY.SIZE"
@@ -178,8 +175,6 @@ def _cached(cache: StructureCache | None, blob_id: int, kind: int, packed: bytes
         hit = cache.get((blob_id, kind))
         if hit is not None:
             return hit
-    from msgpack import unpackb
-
     value = make(unpackb(packed))
     if cache is not None:
         cache.put((blob_id, kind), value)
