@@ -584,43 +584,49 @@ class DeliverySession(SMTP):
         return self.with_proto
 
     async def _read_data(self) -> tuple[bytes, str | None]:
-        """The message up to CRLF.CRLF, dot-unstuffed; or (b"", reply) when it is over the size
-        limit (the rest is read and dropped so the session stays in step)."""
-        reader = self._reader
-        limit = self.listener.settings.max_message_bytes
-        # One readuntil() scans the whole buffer for LF.CRLF at C speed. StreamReader's limit is
-        # lifted to the message limit for this, and restored for command lines.
-        saved_limit = reader._limit  # type: ignore[attr-defined]
-        reader._limit = limit + 5  # type: ignore[attr-defined]
-        buf = bytearray(b"\r\n")  # the data starts at a line start
-        over = False
-        total = 0
-        try:
-            while not buf.endswith(b"\r\n.\r\n"):
-                # readuntil() cannot see a terminator that began in bytes already taken: when
-                # buf ends with the start of one ("\n", "\n.", "\n.\r"), take just the bytes that
-                # complete or refute it.
-                k = 3 if buf.endswith(b"\n.\r") else 2 if buf.endswith(b"\n.") else 1 if buf.endswith(b"\n") else 0
-                try:
-                    piece = await reader.readexactly(4 - k) if k else await reader.readuntil(b"\n.\r\n")
-                except asyncio.LimitOverrunError as e:
-                    piece = await reader.read(e.consumed)
-                    over = True
-                except asyncio.IncompleteReadError as e:
-                    raise ConnectionResetError("client closed the connection during DATA") from e
-                total += len(piece)
-                buf += piece
-                if over or len(buf) > limit + 5:
-                    over = True
-                    del buf[:-5]  # keep only what the terminator check needs
-                    if total > 2 * limit + 1024 * 1024:
-                        # A message that never ends: stop reading and hang up.
-                        raise _Abort(f"552 5.3.4 Message too big (limit {limit} bytes), closing connection")
-        finally:
-            reader._limit = saved_limit  # type: ignore[attr-defined]
-        if over:
-            return b"", f"552 5.3.4 Message too big (limit {limit} bytes)"
-        return unstuff(bytes(buf[2:-3])), None
+        content = await read_data(self._reader, self.listener.settings.max_message_bytes)
+        if content is None:
+            return b"", f"552 5.3.4 Message too big (limit {self.listener.settings.max_message_bytes} bytes)"
+        return content, None
+
+
+async def read_data(reader: asyncio.StreamReader, limit: int) -> bytes | None:
+    """Read DATA up to CRLF.CRLF and return it dot-unstuffed, leaving what follows in the reader;
+    None when it is over `limit` bytes (the rest is read and dropped so the session stays in
+    step). A message that never ends raises _Abort; a client that leaves, ConnectionResetError."""
+    # One readuntil() scans the whole buffer for LF.CRLF at C speed. StreamReader's limit is
+    # lifted to the message limit for this, and restored for command lines.
+    saved_limit = reader._limit  # type: ignore[attr-defined]
+    reader._limit = limit + 5  # type: ignore[attr-defined]
+    buf = bytearray(b"\r\n")  # the data starts at a line start
+    over = False
+    total = 0
+    try:
+        while not buf.endswith(b"\r\n.\r\n"):
+            # readuntil() cannot see a terminator that began in bytes already taken: when buf
+            # ends with the start of one ("\n", "\n.", "\n.\r"), take just the bytes that
+            # complete or refute it.
+            k = 3 if buf.endswith(b"\n.\r") else 2 if buf.endswith(b"\n.") else 1 if buf.endswith(b"\n") else 0
+            try:
+                piece = await reader.readexactly(4 - k) if k else await reader.readuntil(b"\n.\r\n")
+            except asyncio.LimitOverrunError as e:
+                piece = await reader.read(e.consumed)
+                over = True
+            except asyncio.IncompleteReadError as e:
+                raise ConnectionResetError("client closed the connection during DATA") from e
+            total += len(piece)
+            buf += piece
+            if over or len(buf) > limit + 5:
+                over = True
+                del buf[:-5]  # keep only what the terminator check needs
+                if total > 2 * limit + 1024 * 1024:
+                    # A message that never ends: stop reading and hang up.
+                    raise _Abort(f"552 5.3.4 Message too big (limit {limit} bytes), closing connection")
+    finally:
+        reader._limit = saved_limit  # type: ignore[attr-defined]
+    if over:
+        return None
+    return unstuff(bytes(buf[2:-3]))
 
 
 def _counted(method: Callable, counter: Any) -> Callable:
