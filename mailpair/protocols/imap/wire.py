@@ -52,26 +52,66 @@ def value(v) -> bytes:
     return b"(" + b" ".join(value(x) for x in v) + b")"
 
 
+def _q(b: bytes | None) -> bytes:
+    """nstring with the common case (short plain ASCII) first, for ENVELOPE's many fields."""
+    if b is None:
+        return b"NIL"
+    if len(b) < 1024 and b.isascii() and not (b"\r" in b or b"\n" in b or b"\0" in b or b'"' in b or b"\\" in b):
+        return b'"' + b + b'"'
+    return string(b)
+
+
 def _addresses(addrs) -> bytes:
     if not addrs:
         return b"NIL"
-    return b"(" + b"".join(b"(" + b" ".join(nstring(x) for x in a) + b")" for a in addrs) + b")"
+    q = _q
+    return b"(" + b"".join([b"(" + q(a[0]) + b" " + q(a[1]) + b" " + q(a[2]) + b" " + q(a[3]) + b")" for a in addrs]) + b")"
 
 
 def envelope(env) -> bytes:
     """ENVELOPE: date subject from sender reply-to to cc bcc in-reply-to message-id."""
     if not env or len(env) != 10:
         env = [None] * 10
-    out = [nstring(env[0]), nstring(env[1])]
-    out += [_addresses(env[i]) for i in range(2, 8)]
-    out += [nstring(env[8]), nstring(env[9])]
-    return b"(" + b" ".join(out) + b")"
+    q = _q
+    frm = _addresses(env[2])
+    # Sender and Reply-To default to From (the store copies it), so reuse its bytes.
+    sender = frm if env[3] == env[2] else _addresses(env[3])
+    reply = frm if env[4] == env[2] else _addresses(env[4])
+    return b"".join(
+        (
+            b"(",
+            q(env[0]),
+            b" ",
+            q(env[1]),
+            b" ",
+            frm,
+            b" ",
+            sender,
+            b" ",
+            reply,
+            b" ",
+            _addresses(env[5]),
+            b" ",
+            _addresses(env[6]),
+            b" ",
+            _addresses(env[7]),
+            b" ",
+            q(env[8]),
+            b" ",
+            q(env[9]),
+            b")",
+        )
+    )
 
 
 def _ext(v) -> bytes:
     """Extension data: strings, numbers, NIL and lists of them."""
+    if v is None:
+        return b"NIL"
+    if isinstance(v, bytes):
+        return _q(v)
     if isinstance(v, list):
-        return b"(" + b" ".join(_ext(x) for x in v) + b")" if v else b"NIL"
+        return b"(" + b" ".join([_ext(x) for x in v]) + b")" if v else b"NIL"
     return value(v)
 
 
@@ -85,7 +125,8 @@ def body(bs, extended: bool = True) -> bytes:
         if extended:
             out += b"".join(b" " + _ext(x) for x in bs[2:6])
         return b"(" + out + b")"
-    basic = [nstring(bs[0]), nstring(bs[1]), _ext(bs[2]), nstring(bs[3]), nstring(bs[4]), nstring(bs[5])]
+    q = _q
+    basic = [q(bs[0]), q(bs[1]), _ext(bs[2]), q(bs[3]), q(bs[4]), q(bs[5])]
     basic.append(b"%d" % (bs[6] or 0))
     kind = (bs[0] or b"").upper(), (bs[1] or b"").upper()
     rest = bs[7:]
