@@ -70,25 +70,30 @@ async def _fetch(s: Session, a: Args, uid: bool) -> bytes:
         req.sets_seen = False
     batch = max(1, s.settings.fetch_batch if (req.needs_raw or req.needs_bs or req.needs_env) else 5000)
     problems: list[str] = []
-    for i in range(0, len(targets), batch):
-        chunk = targets[i : i + batch]
-        data, reported, probs = await s.db.read(
-            fetchmod.render,
-            sel.box_id,
-            chunk,
-            req,
-            uid,
-            s.condstore and changed_since is not None,
-            changed_since,
-            frozenset() if s.rev2 or not sel.recent else frozenset(sel.recent),
-            s.server.structure_cache(s.db),
-        )
+    recent = frozenset() if s.rev2 or not sel.recent else frozenset(sel.recent)
+    cache = s.server.structure_cache(s.db)
+    with_modseq = s.condstore and changed_since is not None
+
+    def read(chunk: list) -> asyncio.Future:
+        args = (sel.box_id, chunk, req, uid, with_modseq, changed_since, recent, cache)
+        return asyncio.ensure_future(s.db.read(fetchmod.render, *args))
+
+    chunks = [targets[i : i + batch] for i in range(0, len(targets), batch)]
+    pending = read(chunks[0]) if chunks else None
+    for n in range(len(chunks)):
+        data, reported, probs = await pending
+        # Render the next batch on the reader thread while this one goes out on the socket.
+        pending = read(chunks[n + 1]) if n + 1 < len(chunks) else None
         problems += probs
         for u, flags, modseq in reported:
             sel.record_flags(u, flags, modseq)
         s.send(data)
-        if i + batch < len(targets):
-            await s.flush()  # back-pressure between batches; the last one goes out with the reply
+        if pending is not None:
+            try:
+                await s.flush()  # back-pressure between batches; the last one goes out with the reply
+            except BaseException:
+                pending.cancel()
+                raise
     if problems:
         raise No(problems[0], b"UNKNOWN-CTE")
     return b"OK FETCH completed"
