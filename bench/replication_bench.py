@@ -10,7 +10,8 @@ the active sustains (a closed loop: each worker delivers again as soon as it is 
   says it is stored" (ms), and the copy queue in records sampled every 50 ms (async phase);
 - replay: records/s the passive replays while catching up a backlog (copy suspended, N records
   delivered, resumed), and whether the replay queue grows under load;
-- async_per_s / sync_per_s: deliveries/s in each mode; sync_ratio = sync/async.
+- async_per_s / sync_per_s: deliveries/s in each mode (phases interleaved, several rounds, so
+  load from other processes falls on both alike); sync_ratio = sync/async.
 
     python bench/replication_bench.py [--quick] [--dir DIR]
 
@@ -27,6 +28,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,7 +151,8 @@ async def load(db, seconds: float, conc: int, counter: list[int]) -> float:
 
 
 async def run(root: Path, quick: bool) -> dict:
-    seconds = 8.0 if quick else 25.0
+    seconds = 5.0 if quick else 15.0
+    rounds = 2 if quick else 3
     backlog = 5000 if quick else 20000
     conc = 64
     store = NodeStore(root / "node1").open()
@@ -157,45 +160,63 @@ async def run(root: Path, quick: bool) -> dict:
     for i in range(8):
         db.commit("account_add", name=f"user{i}", hash=FAST_HASH, quota=0)
     port = free_port()
+    counter = [0]
 
     def settings(mode: str) -> ReplicationSettings:
         return ReplicationSettings(secret=SECRET.encode(), port=port, mode=mode, node="node1", sync_fallback_s=10.0)
 
     shipper = await start_shipper(store, settings("async"))
     passive = Passive(root, port)
-    counter = [0]
-    try:
+
+    async def phase(mode: str) -> dict:
+        """One timed run in one mode (the shipper restarted in it; the passive reconnects)."""
+        nonlocal shipper
+        await shipper.close()
+        shipper = await start_shipper(store, settings(mode))
         await wait_for(lambda: (c := passive.copy()) and c["status"] == "Healthy", 60, "a Healthy copy")
-        # warm-up, then the async phase with lag and queue sampling
-        await load(db, 1.0, conc, counter)
+        await wait_for(lambda: (s := shipper.status()) and s[0]["status"] == "Healthy", 30, "the shipper to see the copy")
+        await load(db, 0.5, conc, counter)
         shipper.copies[("mail", "node2")].lag_samples.clear()
-        queue_samples: list[int] = []
-        replay_samples: list[int] = []
+        queue: list[int] = []
+        replay: list[int] = []
         sampling = True
 
         async def sample():
             while sampling:
                 s = shipper.status()
                 if s:
-                    queue_samples.append(s[0]["copy_queue"])
+                    queue.append(s[0]["copy_queue"])
                     if s[0].get("replay_queue") is not None:
-                        replay_samples.append(s[0]["replay_queue"])
+                        replay.append(s[0]["replay_queue"])
                 await asyncio.sleep(0.05)
 
         sampler = asyncio.create_task(sample())
-        async_rate = await load(db, seconds, conc, counter)
+        rate = await load(db, seconds, conc, counter)
         sampling = False
         await sampler
         lags = list(shipper.lag_samples_ms("mail"))
+        fallbacks = shipper.gates["mail"].fallbacks if mode == "sync" else 0
         head = db.log.last_lsn
-        await wait_for(lambda: (c := passive.copy()) and c["replayed_lsn"] == head, 120, "catch-up after the async phase")
+        await wait_for(lambda: (c := passive.copy()) and c["replayed_lsn"] == head, 120, "catch-up after the phase")
         print(
-            f"async: {async_rate:,.0f} deliveries/s at concurrency {conc}; copy lag p50 {pct(lags, 50):.1f} ms "
-            f"p99 {pct(lags, 99):.1f} ms over {len(lags)} acknowledged batches; copy queue p50 {pct(queue_samples, 50):.0f} "
-            f"p99 {pct(queue_samples, 99):.0f} records; replay queue max {max(replay_samples, default=0)}"
+            f"{mode:5}: {rate:7,.0f} deliveries/s at concurrency {conc}; copy lag p50 {pct(lags, 50):6.1f} ms "
+            f"p99 {pct(lags, 99):6.1f} ms ({len(lags)} acked batches); copy queue p50 {pct(queue, 50):.0f} "
+            f"p99 {pct(queue, 99):.0f} records; replay queue max {max(replay, default=0)}; sync fallbacks {fallbacks}"
         )
+        return {"rate": rate, "lags": lags, "queue": queue, "replay": replay, "fallbacks": fallbacks}
 
-        # replay throughput: a backlog built while the copy is suspended, then caught up
+    try:
+        await wait_for(lambda: (c := passive.copy()) and c["status"] == "Healthy", 60, "a Healthy copy")
+        # async and sync phases interleaved, so load from other processes hits both alike
+        results: dict[str, list[dict]] = {"async": [], "sync": []}
+        for _ in range(rounds):
+            for mode in ("async", "sync"):
+                results[mode].append(await phase(mode))
+
+        # replay: a backlog built while the copy is suspended (async shipper: nobody waits for
+        # the suspended copy), then caught up
+        await shipper.close()
+        shipper = await start_shipper(store, settings("async"))
         passive.action("suspend")
         await wait_for(lambda: (c := passive.copy()) and c["status"] == "Suspended", 10, "Suspended")
         start_lsn = passive.copy()["replayed_lsn"]
@@ -218,32 +239,29 @@ async def run(root: Path, quick: bool) -> dict:
         print(
             f"catch-up of a {head - start_lsn}-record backlog (file mode, inspect, store, replay): {replay_rate:,.0f} records/s"
         )
-
-        # synchronous phase: the same pair, the shipper restarted in sync mode
-        await shipper.close()
-        shipper = await start_shipper(store, settings("sync"))
-        await wait_for(lambda: (c := passive.copy()) and c["status"] == "Healthy", 60, "a Healthy copy (sync)")
-        await wait_for(lambda: shipper.status() and shipper.status()[0]["status"] == "Healthy", 30, "shipper sees the copy")
-        await load(db, 1.0, conc, counter)
-        sync_rate = await load(db, seconds, conc, counter)
-        fell_back = shipper.gates["mail"].fallbacks
-        print(f"sync: {sync_rate:,.0f} deliveries/s at concurrency {conc} (fallbacks to async during the run: {fell_back})")
     finally:
         await shipper.close()
         passive.stop()
         store.close()
+    lags = [x for r in results["async"] for x in r["lags"]]
+    sync_lags = [x for r in results["sync"] for x in r["lags"]]
+    queue = [x for r in results["async"] for x in r["queue"]]
+    async_rate = statistics.mean(r["rate"] for r in results["async"])
+    sync_rate = statistics.mean(r["rate"] for r in results["sync"])
     return {
         "copy_lag_ms_p50": round(pct(lags, 50), 2),
         "copy_lag_ms_p99": round(pct(lags, 99), 2),
-        "copy_queue_records_p50": pct(queue_samples, 50),
-        "copy_queue_records_p99": pct(queue_samples, 99),
-        "replay_queue_max": max(replay_samples, default=0),
+        "sync_copy_lag_ms_p50": round(pct(sync_lags, 50), 2),
+        "copy_queue_records_p50": pct(queue, 50),
+        "copy_queue_records_p99": pct(queue, 99),
+        "replay_queue_max": max((x for r in results["async"] for x in r["replay"]), default=0),
         "replay_per_s": round(replay_rate, 1),
         "async_per_s": round(async_rate, 1),
         "sync_per_s": round(sync_rate, 1),
         "sync_ratio": round(sync_rate / async_rate, 3),
-        "sync_fallbacks": fell_back,
+        "sync_fallbacks": sum(r["fallbacks"] for r in results["sync"]),
         "concurrency": conc,
+        "rounds": rounds,
         "seconds_per_phase": seconds,
         "machine": f"{os.cpu_count()} cpu, {platform.python_implementation()} {platform.python_version()}",
     }

@@ -74,6 +74,7 @@ class CopyWorker:
         self.head: int | None = None
         self.head_time: float | None = None
         self.queue_bytes = 0
+        self.active_lag: float | None = None
         self.mode: str | None = None
         self.seed_progress: float | None = None
         self.last_stored_time: float | None = None
@@ -323,6 +324,7 @@ class CopyWorker:
                 self.head = max(self.head or 0, head)
                 self.head_time = m.get("head_time")
                 self.queue_bytes = m.get("qb") or 0
+                self.active_lag = m.get("lag")
         error: BaseException | None = None
         if batches:
             self.mode = batches[-1].get("mode")
@@ -409,6 +411,8 @@ class CopyWorker:
         lag = None
         if queue == 0:
             lag = 0.0
+        elif queue and isinstance(self.active_lag, int | float):
+            lag = self.active_lag
         elif queue and self.head_time and self.last_stored_time:
             lag = round(max(0.0, self.head_time - self.last_stored_time), 3)
         r = self.replayer

@@ -89,6 +89,7 @@ class CopyView:
         self.lag_samples: collections.deque[float] = collections.deque(maxlen=100_000)  # ms
         self._pinned = -1
         self._pinned_at = 0.0
+        self.pin_task: asyncio.Task | None = None
 
 
 class LiveFeed:
@@ -403,7 +404,9 @@ class Shipper:
                 view.acked = lsn
                 if gate:
                     gate.on_ack(lsn, db.log.last_lsn)
-            await self._pin(db, view, view.acked + 1)
+            if view.pin_task is None or view.pin_task.done():
+                # in the background: a pin waits its turn on the writer thread, acks must not
+                view.pin_task = asyncio.create_task(self._pin(db, view, view.acked + 1))
 
     async def _send_loop(self, db: Database, view: CopyView, live: LiveFeed, start: int, writer) -> None:
         nxt = start
@@ -482,11 +485,14 @@ class Shipper:
     def _heartbeat(self, db: Database, view: CopyView) -> dict[str, Any]:
         tracker = self.heads[db.name]
         head = db.log.last_lsn
+        written = tracker.written_at(view.acked + 1) if head > view.acked else None
         return {
             "t": "hb",
             "head": head,
             "head_time": db.log.last_timestamp_us / 1e6,
             "qb": tracker.bytes_after(view.acked, head - view.acked),
+            # age of the oldest record the copy has not acknowledged, by the active's clock
+            "lag": round(time.monotonic() - written, 3) if written is not None else None,
         }
 
     async def _send_batch(self, db: Database, view: CopyView, writer, first: int, raws: list[bytes], mode: str) -> None:
