@@ -39,6 +39,7 @@ class NodeConfig:
     max_message_bytes: int = 25 * 1024 * 1024
     segment_size: int = 32 * 1024 * 1024
     log_json: bool = False
+    lmtp_socket: str | None = None  # LMTP also listens on this Unix socket path (for a local MTA)
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:

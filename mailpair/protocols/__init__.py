@@ -40,6 +40,7 @@ def available_listeners(config: NodeConfig) -> list[tuple[str, Callable, Any]]:
             port=listen.port,
             domain=config.domain,
             max_message_bytes=config.max_message_bytes,
+            unix_socket=config.lmtp_socket if name == "lmtp" else None,
         )
         out.append((name, getattr(mod, starter), settings))
     return out

@@ -3,43 +3,14 @@ a real `mailpair node run` process, a raw LMTP client, kill -9, then the store r
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-from delivery.util import FAST_HASH, lmtp_session, message, stuff
-from mailpair.config import NodeConfig
+from delivery.util import lmtp_session, message, start_node, stuff
 from mailpair.store import NodeStore
-
-
-def start_node(data: Path) -> tuple[subprocess.Popen, dict]:
-    if not (data / "databases").exists():
-        store = NodeStore(data).open()
-        for u in ("alice", "bob"):
-            store.default_database().commit("account_add", name=u, hash=FAST_HASH, quota=0)
-        store.close()
-    cfg = NodeConfig(name="n1", data=str(data), domain="example.test", admin_token="t" * 32)
-    cfg.save(data / "node.json")
-    (data / "node.state.json").unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "mailpair", "node", "run", "--config", str(data / "node.json")],
-                            stdout=subprocess.DEVNULL, stderr=open(data / "node.err", "wb"))  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            state = json.loads((data / "node.state.json").read_text())
-            if state.get("ports", {}).get("lmtp"):
-                return proc, state
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        assert proc.poll() is None, (data / "node.err").read_text()
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("node did not start: " + (data / "node.err").read_text())
 
 
 def stored_subjects(data: Path) -> list[str]:
@@ -131,3 +102,27 @@ def test_every_acknowledged_delivery_survives_sigkill_under_load(tmp_path):
     stored = set(stored_subjects(data))
     missing = [s for s in acked if s not in stored]
     assert missing == [], f"{len(missing)} acknowledged deliveries lost"
+
+
+def test_node_lmtp_on_unix_socket(tmp_path):
+    """A node configured with lmtp_socket takes LMTP there too, and removes the socket on stop."""
+    import smtplib
+
+    data = tmp_path / "node"
+    path = tmp_path / "lmtp.sock"
+    proc, state = start_node(data, lmtp_socket=str(path))
+    try:
+        with smtplib.LMTP(str(path)) as lm:  # smtplib reads one DATA reply: one recipient
+            assert lm.sendmail("s@example.org", ["alice@example.test"], message("socket")) == {}
+        c = lmtp_session(path=str(path))
+        c.cmd("MAIL FROM:<s@example.org>")
+        c.cmd("RCPT TO:<alice>")
+        c.cmd("RCPT TO:<bob>")
+        c.cmd("DATA")
+        c.send(stuff(message("socket2")))
+        assert c.line().startswith("250 2.0.0 <alice>") and c.line().startswith("250 2.0.0 <bob>")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    assert not path.exists()
+    assert sorted(stored_subjects(data)) == ["socket", "socket2"]  # one blob for both recipients

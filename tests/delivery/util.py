@@ -4,11 +4,16 @@ on loopback, its event loop on a thread, so tests drive it with blocking real cl
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
+from mailpair.config import NodeConfig
 from mailpair.protocols.delivery import DeliverySettings
 from mailpair.protocols.lmtp import start_lmtp
 from mailpair.protocols.smtp import start_smtp
@@ -134,3 +139,29 @@ def stuff(raw: bytes) -> bytes:
     if lines and lines[-1] == b"":
         lines = lines[:-1]
     return b"".join((b"." + ln if ln.startswith(b".") else ln) + b"\r\n" for ln in lines) + b".\r\n"
+
+
+def start_node(data: Path, **config: object) -> tuple[subprocess.Popen, dict]:
+    """A real `mailpair node run` process on data (alice and bob made first); its state file."""
+    if not (data / "databases").exists():
+        store = NodeStore(data).open()
+        for u in ("alice", "bob"):
+            store.default_database().commit("account_add", name=u, hash=FAST_HASH, quota=0)
+        store.close()
+    cfg = NodeConfig(name="n1", data=str(data), domain="example.test", admin_token="t" * 32, **config)
+    cfg.save(data / "node.json")
+    (data / "node.state.json").unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mailpair", "node", "run", "--config", str(data / "node.json")],
+                            stdout=subprocess.DEVNULL, stderr=open(data / "node.err", "wb"))  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            state = json.loads((data / "node.state.json").read_text())
+            if state.get("ports", {}).get("lmtp"):
+                return proc, state
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        assert proc.poll() is None, (data / "node.err").read_text()
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("node did not start: " + (data / "node.err").read_text())
