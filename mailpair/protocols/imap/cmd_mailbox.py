@@ -344,7 +344,7 @@ async def _select(s: Session, a: Args, readonly: bool) -> bytes:
         raise No(f"no such mailbox: {name}", b"NONEXISTENT")
     recent = s.server.recent.claim(row[0], [m[0] for m in msgs]) if not readonly else set()
     sel = Selected(row, msgs, readonly, recent)
-    keywords = sorted({f for m in msgs for f in m[1].split() if not f.startswith("\\")})
+    keywords, first_unseen = reads.select_facts(msgs)
     flags = " ".join(["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", *keywords]).encode()
     s.send(b"* FLAGS (" + flags + b")\r\n")
     if readonly:
@@ -354,7 +354,6 @@ async def _select(s: Session, a: Args, readonly: bool) -> bytes:
     s.send(b"* %d EXISTS\r\n" % len(msgs))
     if not s.rev2:
         s.send(b"* %d RECENT\r\n" % len(recent))
-        first_unseen = next((i + 1 for i, m in enumerate(msgs) if "\\Seen" not in m[1].split()), None)
         if first_unseen:
             s.send(b"* OK [UNSEEN %d] first unseen message\r\n" % first_unseen)
     s.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % sel.uidvalidity)

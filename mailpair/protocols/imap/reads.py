@@ -46,6 +46,16 @@ def snapshot(conn: sqlite3.Connection, box_id: int) -> tuple[MailboxRow | None, 
     return row, msgs
 
 
+def select_facts(msgs: list[tuple[int, str, int]]) -> tuple[list[str], int | None]:
+    """Keywords in use and the first unseen message's number, for SELECT's FLAGS and [UNSEEN]:
+    distinct flag strings are few even in a big mailbox, so split each one once."""
+    distinct = {m[1] for m in msgs}
+    keywords = sorted({f for fs in distinct for f in fs.split() if not f.startswith("\\")})
+    unseen_sets = {fs for fs in distinct if "\\Seen" not in fs.split()}
+    first = next((i + 1 for i, m in enumerate(msgs) if m[1] in unseen_sets), None) if unseen_sets else None
+    return keywords, first
+
+
 def changes_since(
     conn: sqlite3.Connection, box_id: int, modseq: int
 ) -> tuple[MailboxRow | None, list[tuple[int, str, int]], list[int]]:

@@ -18,7 +18,7 @@ class RecentTracker:
 
     def claim(self, box_id: int, uids: list[int]) -> set[int]:
         upto = self.claimed.get(box_id, 0)
-        mine = {u for u in uids if u > upto}
+        mine = set(uids[bisect.bisect_right(uids, upto) :])  # uids are sorted
         if uids:
             self.claimed[box_id] = max(upto, uids[-1])
         return mine
