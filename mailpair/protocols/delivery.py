@@ -563,7 +563,11 @@ class DeliverySession(SMTP):
             return
         recipients: list[Recipient] = env.recipients  # type: ignore[attr-defined]
         if problem is None:
-            problem = content_problem(content, self.listener.settings.max_line_length)
+            max_line = self.listener.settings.max_line_length
+            if len(content) > 256 * 1024:  # scanning a big message would stall other sessions
+                problem = await asyncio.to_thread(content_problem, content, max_line)
+            else:
+                problem = content_problem(content, max_line)
         if problem is not None:
             replies = self.agent.reject_all(recipients, problem)
         else:

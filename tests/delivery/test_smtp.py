@@ -109,3 +109,13 @@ def test_too_many_recipients(tmp_path):
         assert len(n.messages("alice")) == 1  # both recipients are the same mailbox
     finally:
         n.close()
+
+
+def test_big_message_through_lmtp_and_smtp(node):
+    """A 5 MiB message (checked and parsed off the event loop) arrives byte for byte."""
+    raw = message("big", size=5 * 1024 * 1024) + b"\r\n"
+    with smtplib.LMTP("127.0.0.1", node.lmtp.port) as lm:
+        assert lm.sendmail("s@example.org", [f"alice@{DOMAIN}"], raw) == {}
+    with smtplib.SMTP("127.0.0.1", node.smtp.port) as s:
+        assert s.sendmail("s@example.org", [f"bob@{DOMAIN}"], raw) == {}
+    assert node.messages("alice")[0].endswith(raw) and node.messages("bob")[0].endswith(raw)
