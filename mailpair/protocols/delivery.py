@@ -430,8 +430,11 @@ class DeliverySession(SMTP):
         """Say 421 and close, unless a delivery is being committed: then right after its reply."""
         if self._busy:
             self._close_after = True
-        elif self.transport is not None:
-            self.transport.write(REPLY_SHUTDOWN.encode() + b"\r\n")  # type: ignore[attr-defined]
+        elif self.transport is not None and not self.transport.is_closing():
+            try:
+                self.transport.write(REPLY_SHUTDOWN.encode() + b"\r\n")  # type: ignore[attr-defined]
+            except (AttributeError, RuntimeError, OSError):
+                pass  # a TLS session already torn down underneath: closing is all that is left
             self.transport.close()
 
     # ------------------------------------------------------------------ replies

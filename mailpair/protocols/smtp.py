@@ -14,6 +14,7 @@ is made with `openssl` into settings.tls_dir (or a temporary directory removed o
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import ssl
 import subprocess
@@ -22,6 +23,8 @@ from pathlib import Path
 
 from mailpair.protocols.delivery import DeliverySession, DeliverySettings, Listener
 from mailpair.store import NodeStore
+
+log = logging.getLogger("mailpair.smtp")
 
 
 class SmtpSession(DeliverySession):
@@ -76,7 +79,14 @@ async def tls_context(settings: DeliverySettings, hostname: str) -> tuple[ssl.SS
 async def start_smtp(store: NodeStore, settings: DeliverySettings) -> Listener:
     """Listen for SMTP on settings.host:port, STARTTLS offered."""
     listener = Listener(store, settings, "smtp", SmtpSession)
-    ctx, temp = await tls_context(settings, listener.agent.hostname)
+    try:
+        ctx, temp = await tls_context(settings, listener.agent.hostname)
+    except (OSError, subprocess.SubprocessError, ssl.SSLError) as e:
+        if settings.tls_cert:  # a configured certificate that cannot be used is an error
+            raise
+        # No openssl to make a certificate: mail still flows, only without STARTTLS.
+        log.warning("smtp: no STARTTLS (cannot make a self-signed certificate: %s)", e)
+        return await listener.start()
     listener.session_kwargs["tls_context"] = ctx
     if temp is not None:
         listener._cleanup.append(lambda: shutil.rmtree(temp, ignore_errors=True))

@@ -119,3 +119,36 @@ def test_big_message_through_lmtp_and_smtp(node):
     with smtplib.SMTP("127.0.0.1", node.smtp.port) as s:
         assert s.sendmail("s@example.org", [f"bob@{DOMAIN}"], raw) == {}
     assert node.messages("alice")[0].endswith(raw) and node.messages("bob")[0].endswith(raw)
+
+
+def test_configured_certificate_and_missing_openssl(tmp_path, monkeypatch):
+    """A configured certificate is used as is; with no openssl to make one, SMTP still takes mail
+    (without STARTTLS) rather than keeping the node from starting."""
+    import subprocess
+
+    from delivery.util import DeliveryNode
+    from mailpair.protocols.smtp import start_smtp
+
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mx.test",
+                    "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem")], check=True, capture_output=True)  # fmt: skip
+    n = DeliveryNode(tmp_path / "n")
+    try:
+        from dataclasses import replace
+
+        own = n.call(start_smtp(n.store, replace(n.settings, tls_cert=str(tmp_path / "c.pem"), tls_key=str(tmp_path / "k.pem"))))
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "c.pem"))
+        ctx.check_hostname = False
+        with smtplib.SMTP("127.0.0.1", own.port) as s:
+            s.starttls(context=ctx)  # verifies against the configured certificate
+            s.sendmail("a@example.org", [f"alice@{DOMAIN}"], message("own-cert"))
+        n.call(own.close())
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no openssl on PATH
+        bare = n.call(start_smtp(n.store, replace(n.settings, tls_dir=str(tmp_path / "tls"))))
+        with smtplib.SMTP("127.0.0.1", bare.port) as s:
+            s.ehlo()
+            assert not s.has_extn("starttls")
+            s.sendmail("a@example.org", [f"alice@{DOMAIN}"], message("no-tls"))
+        n.call(bare.close())
+        assert len(n.messages("alice")) == 2
+    finally:
+        n.close()
