@@ -262,3 +262,14 @@ def test_shutdown_says_421(tmp_path):
     node.loop.call_soon_threadsafe(node.loop.stop)
     node.thread.join(5)
     node.store.close()
+
+
+def test_idle_client_is_disconnected(tmp_path):
+    node = small_node(tmp_path, command_timeout=0.5)
+    try:
+        c = lmtp_session(node.lmtp.port)
+        c.cmd("MAIL FROM:<s@example.org>")  # then silence
+        assert c.closed(3)
+        still_serving(node)
+    finally:
+        node.close()
