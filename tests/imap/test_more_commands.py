@@ -154,3 +154,20 @@ def test_list_extended_lsub_and_status_items(imap):
     for item in ("MESSAGES 1", "UIDNEXT 2", "UNSEEN 1", "DELETED 0", f"SIZE {len(message(1))}", "APPENDLIMIT"):
         assert item in text
     c.logout()
+
+
+def test_deleted_parent_lists_as_noselect_and_selected_mailbox_deleted(imap):
+    c = connect(imap)
+    c.create("Parent/Child")
+    assert c.delete("Parent")[0] == "OK"
+    lines = {x.rsplit(b" ", 1)[1]: x for x in c.list('""', "*")[1]}
+    assert b"\\Noselect" in lines[b"Parent"] and b"\\HasNoChildren" in lines[b"Parent/Child"]
+    assert [x.rsplit(b" ", 1)[1] for x in c.list('""', "%")[1]].count(b"Parent") == 1
+    # another session deletes the mailbox this one has selected: it is told and logged out
+    assert c.select("Parent/Child")[0] == "OK"
+    o = connect(imap)
+    assert o.delete("Parent/Child")[0] == "OK", "delete"
+    o.logout()
+    with pytest.raises(imaplib.IMAP4.abort):
+        c.noop()
+        c.noop()

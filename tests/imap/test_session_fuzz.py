@@ -202,3 +202,29 @@ def test_client_vanishing_mid_literal_and_mid_idle_leaves_nothing(server):
         time.sleep(0.05)
     assert not server.server.sessions
     assert server.server.user_connections.get("alice", 0) == 0
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    parts=st.lists(
+        st.tuples(junk_line(), st.binary(max_size=40), junk_line()),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_fuzz_sessions_with_literals(server, parts):
+    """Commands carrying non-synchronising literals (LITERAL+) of any bytes in any position."""
+    c = Conn(server.port)
+    c.line()
+    c.cmd(b"L LOGIN alice " + PASSWORD.encode())
+    c.cmd(b"S SELECT INBOX")
+    for i, (head, lit, tail) in enumerate(parts):
+        if any(w in (head + tail).upper() for w in (b"IDLE", b"LOGOUT", b"AUTHENTICATE", b"COMPRESS")):
+            continue
+        tag = b"q%d" % i
+        c.sock.sendall(tag + b" " + head + b" {%d+}\r\n" % len(lit) + lit + b" " + tail + b"\r\n")
+        out = c.until_tagged(tag)
+        assert out[-1].split(b" ")[1] in (b"OK", b"NO", b"BAD"), out
+        assert not any(b"SERVERBUG" in x for x in out), (head, lit, tail, out)
+    assert c.cmd(b"z NOOP")[-1].startswith(b"z OK")
+    c.sock.close()

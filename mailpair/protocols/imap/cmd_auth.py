@@ -26,12 +26,14 @@ async def capability(s: Session, tag: bytes, a: Args) -> bytes:
 @command("NOOP", ANY)
 async def noop(s: Session, tag: bytes, a: Args) -> bytes:
     a.end()
+    s.dirty = True  # NOOP is how clients poll: always look, even if no notification came yet
     return b"OK NOOP completed"
 
 
 @command("CHECK", frozenset({"selected"}))
 async def check(s: Session, tag: bytes, a: Args) -> bytes:
     a.end()
+    s.dirty = True
     return b"OK CHECK completed"
 
 

@@ -102,7 +102,11 @@ async def list_(s: Session, tag: bytes, a: Args) -> bytes:
     names = [b[0] for b in boxes]
     uses = {b[0]: b[1] for b in boxes}
     regexes = [_pattern_regex(ref, p) for p in patterns]
-    candidates = sorted(set(names) | (subs if "SUBSCRIBED" in select_opts else set()))
+    # Every ancestor of a mailbox has children; an ancestor that does not exist (its mailbox was
+    # deleted, its children kept) is listed as \Noselect, as RFC 3501 6.3.4 describes.
+    parents = {name.rsplit(DELIMITER, k)[0] for name in names for k in range(1, name.count(DELIMITER) + 1)}
+    phantoms = parents - set(uses) if not select_opts else set()
+    candidates = sorted(set(names) | phantoms | (subs if "SUBSCRIBED" in select_opts else set()))
     for name in candidates:
         if not any(_match_name(rx, name) for rx in regexes):
             continue
@@ -112,11 +116,12 @@ async def list_(s: Session, tag: bytes, a: Args) -> bytes:
         if "SPECIAL-USE" in select_opts and not uses.get(name):
             continue
         attrs = []
-        if not exists:
+        if name in phantoms:
+            attrs += ["\\Noselect", "\\HasChildren"]
+        elif not exists:
             attrs.append("\\NonExistent")
         else:
-            prefix = name + DELIMITER
-            attrs.append("\\HasChildren" if any(n.startswith(prefix) for n in names) else "\\HasNoChildren")
+            attrs.append("\\HasChildren" if name in parents else "\\HasNoChildren")
             if uses.get(name):
                 attrs.append(uses[name])
         if name in subs and ("SUBSCRIBED" in select_opts or "SUBSCRIBED" in return_opts):

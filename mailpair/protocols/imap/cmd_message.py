@@ -260,6 +260,8 @@ async def _copy(s: Session, a: Args, uid: bool, move: bool) -> bytes:
             raise No(f"no such mailbox: {dest}", b"TRYCREATE") from None
         raise
     pairs = res["pairs"]
+    if res.get("dst_id") == sel.box_id:
+        s.dirty = True  # copied into itself: EXISTS before the tagged reply
     code = b""
     if pairs:
         code = b"[COPYUID %d %s %s] " % (
@@ -348,6 +350,7 @@ async def unselect(s: Session, tag: bytes, a: Args) -> bytes:
 async def idle(s: Session, tag: bytes, a: Args) -> bytes:
     a.end()
     s.send(b"+ idling\r\n")
+    s.dirty = s.dirty or s.sel is not None
     await s.sync(True)
     await s.flush()
     s.framer.line_mode = True
