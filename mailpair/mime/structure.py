@@ -24,10 +24,18 @@ _CRLF = email.policy.compat32.clone(linesep="\r\n")
 Nested = list  # nested lists of bytes | int | None
 
 
+def _raw_values(msg: Message, name: str) -> list:
+    """A header's values as parsed, before compat32 turns 8-bit ones (RFC 6532 UTF-8 headers) into
+    Header objects whose str() replaces the bytes with U+FFFD."""
+    lname = name.lower()
+    return [v for k, v in msg.raw_items() if k.lower() == lname]
+
+
 def _raw_header(msg: Message, name: str) -> bytes | None:
-    value = msg.get(name)
-    if value is None:
+    values = _raw_values(msg, name)
+    if not values:
         return None
+    value = values[0]
     if not isinstance(value, str):
         value = str(value)
     value = value.replace("\r\n", "").replace("\n", "")
@@ -35,7 +43,7 @@ def _raw_header(msg: Message, name: str) -> bytes | None:
 
 
 def _addresses(msg: Message, name: str) -> Nested | None:
-    values = msg.get_all(name)
+    values = _raw_values(msg, name)
     if not values:
         return None
     out: Nested = []
