@@ -225,3 +225,51 @@ def test_connection_limit_per_user(tmp_path):
         b.logout()
     finally:
         stop_server(srv, t)
+
+
+def test_qresync_vanished_in_fetch_and_updates(imap):
+    for i in range(4):
+        imap.deliver("alice", message(i))
+    c = client(imap)
+    c.enable("QRESYNC")
+    hms = c.select_folder("INBOX")[b"HIGHESTMODSEQ"]
+    o = client(imap)
+    o.select_folder("INBOX")
+    o.delete_messages([2, 3])
+    o.expunge()
+    o.add_flags([4], [b"$x"])
+    o.logout()
+    typ, data = c._imap.uid("FETCH", "1:*", "(FLAGS)", f"(CHANGEDSINCE {hms} VANISHED)")
+    assert typ == "OK"
+    assert c._imap.untagged_responses.pop("VANISHED") == [b"(EARLIER) 2:3"]
+    assert any(b"UID 4" in d and b"$x" in d for d in data if d)
+    # with QRESYNC on, expunges reach this session as VANISHED, not EXPUNGE
+    c.noop()
+    c._imap.untagged_responses.clear()
+    o = client(imap)
+    o.select_folder("INBOX")
+    o.delete_messages([1])
+    o.expunge()
+    o.logout()
+    resp = c.noop()[1]
+    assert (b"VANISHED", [1]) in [(r[0], r[1]) for r in resp if isinstance(r, tuple)] or any(
+        b"VANISHED" in repr(r).encode() for r in resp
+    )
+    c.logout()
+
+
+def test_utf8_append(imap):
+    c = client(imap)
+    c.enable("UTF8=ACCEPT")
+    raw = "From: jörg@example.de\r\nSubject: Grüße\r\n\r\nHallo\r\n".encode()
+    tag = c._imap._new_tag()
+    c._imap.send(tag + b" APPEND INBOX UTF8 (~{%d+}\r\n" % len(raw) + raw + b")\r\n")
+    while True:
+        line = c._imap._get_line()
+        if line.startswith(tag):
+            break
+    assert b"OK [APPENDUID" in line
+    c.select_folder("INBOX")
+    env = c.fetch([1], ["ENVELOPE"])[1][b"ENVELOPE"]
+    assert env.subject == "Grüße".encode()
+    c.logout()
