@@ -228,3 +228,17 @@ def test_fuzz_sessions_with_literals(server, parts):
         assert not any(b"SERVERBUG" in x for x in out), (head, lit, tail, out)
     assert c.cmd(b"z NOOP")[-1].startswith(b"z OK")
     c.sock.close()
+
+
+def test_deep_nesting_is_refused_cleanly(server):
+    c = Conn(server.port)
+    c.line()
+    c.cmd(b"L LOGIN alice " + PASSWORD.encode())
+    c.cmd(b"S SELECT INBOX")
+    out = c.cmd(b"a SEARCH " + b"NOT " * 5000 + b"ALL")
+    assert out[-1].startswith(b"a BAD")
+    out = c.cmd(b"b SEARCH " + b"OR ALL " * 3000 + b"ALL")
+    assert out[-1].startswith(b"b BAD")
+    out = c.cmd(b"c SEARCH " + b"(" * 3000 + b"ALL" + b")" * 3000)
+    assert out[-1].startswith(b"c BAD")
+    assert c.cmd(b"z NOOP")[-1].startswith(b"z OK")

@@ -25,6 +25,7 @@ class Binary(bytes):
 _LITERAL = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
 _ATOM_STOP = frozenset(b' ()"\r\n\x00{')
 _CTL = frozenset(range(0x20)) | {0x7F}
+MAX_DEPTH = 32
 
 
 def tokenize(segments: list[bytes]) -> list:
@@ -48,6 +49,8 @@ def tokenize(segments: list[bytes]) -> list:
                 i += 1
                 continue
             if c == 0x28:  # (
+                if len(stack) > MAX_DEPTH:
+                    raise ParseError(f"parentheses nested deeper than {MAX_DEPTH}")
                 new: list = []
                 stack[-1].append(new)
                 stack.append(new)

@@ -171,7 +171,9 @@ class Parser:
             raise ParseError("no search keys")
         return _and(preds)
 
-    def key(self) -> Pred:
+    def key(self, depth: int = 0) -> Pred:
+        if depth > 64:
+            raise ParseError("search keys nested too deeply")
         k = self.next()
         if isinstance(k, list):
             sub = Parser(k, True)
@@ -243,10 +245,10 @@ class Parser:
             n = as_number(self.next(), "size")
             return (lambda m, c: m.size > n) if u == "LARGER" else (lambda m, c: m.size < n)
         if u == "NOT":
-            p = self.key()
+            p = self.key(depth + 1)
             return lambda m, c: not p(m, c)
         if u == "OR":
-            a, b = self.key(), self.key()
+            a, b = self.key(depth + 1), self.key(depth + 1)
             return lambda m, c: a(m, c) or b(m, c)
         if u == "UID":
             s = seqset.parse(self.next())

@@ -352,6 +352,8 @@ class Session:
             reply = b"NO " + (b"[" + code + b"] " if code else b"") + _clean(text)
         except (Closed, ConnectionError):
             raise
+        except RecursionError:
+            reply = b"BAD command nested too deeply"
         except Exception:
             log.exception("IMAP %s failed", name)
             reply = b"NO [SERVERBUG] internal error; the command was not completed"
