@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
+import secrets
 import zlib
 
 from mailpair.protocols.imap import reads
 from mailpair.protocols.imap.args import Args
 from mailpair.protocols.imap.session import ANY, AUTH, NOTAUTH, Answered, Bad, Closed, No, Session, command
-from mailpair.store import verify_password
+from mailpair.store import hash_password, verify_password
 
 _ENABLE_KNOWN = {"CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2"}
 
@@ -98,6 +100,11 @@ async def starttls(s: Session, tag: bytes, a: Args) -> bytes:
     raise Answered
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_hex(16))
+
+
 async def _authenticate_user(s: Session, user: str, password: str) -> bytes:
     delay = s.server.login_delay(s.peer)
     db = None
@@ -110,6 +117,9 @@ async def _authenticate_user(s: Session, user: str, password: str) -> bytes:
     ok = False
     if row is not None and password:
         ok = await asyncio.to_thread(verify_password, password, row[0])
+    else:
+        # Same work for an unknown user, so the reply's timing does not tell which names exist.
+        await asyncio.to_thread(verify_password, password or "-", _dummy_hash())
     if not ok:
         s.server.login_failed(s.peer)
         await asyncio.sleep(delay + s.settings.login_delay * 0.5)
