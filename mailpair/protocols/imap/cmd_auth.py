@@ -119,7 +119,7 @@ async def _authenticate_user(s: Session, user: str, password: str) -> bytes:
         ok = await asyncio.to_thread(verify_password, password, row[0])
     else:
         # Same work for an unknown user, so the reply's timing does not tell which names exist.
-        await asyncio.to_thread(verify_password, password or "-", _dummy_hash())
+        await asyncio.to_thread(lambda: verify_password(password or "-", _dummy_hash()))
     if not ok:
         s.server.login_failed(s.peer)
         await asyncio.sleep(delay + s.settings.login_delay * 0.5)
