@@ -271,3 +271,21 @@ def test_utf8_append(imap):
     env = c.fetch([1], ["ENVELOPE"])[1][b"ENVELOPE"]
     assert env.subject == "Grüße".encode()
     c.logout()
+
+
+def test_imap4rev2_session(imap):
+    imap.deliver("alice", message(1))
+    c = client(imap)
+    assert b"IMAP4REV2" in [x.upper() for x in c.capabilities()]
+    c.enable("IMAP4rev2")
+    c._imap._simple_command("CREATE", '"Ärger"'.encode())
+    c._imap.untagged_responses.clear()
+    typ, data = c._imap._simple_command("SELECT", "INBOX")
+    assert "RECENT" not in c._imap.untagged_responses
+    assert c._imap.untagged_responses["LIST"] == [b'() "/" INBOX']
+    c._imap.state = "SELECTED"  # imaplib tracks states itself
+    typ, data = c._imap._simple_command("SEARCH", "ALL")
+    assert c._imap.untagged_responses["ESEARCH"][-1].endswith(b"ALL 1")
+    c._imap._simple_command("LIST", '""', '"Ä*"'.encode())
+    assert c._imap.untagged_responses["LIST"][-1].endswith('"Ärger"'.encode())
+    c.logout()

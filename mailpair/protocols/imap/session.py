@@ -153,7 +153,8 @@ class Session:
 
     @property
     def utf8(self) -> bool:
-        return "UTF8=ACCEPT" in self.enabled
+        # IMAP4rev2 (RFC 9051 appendix E) carries UTF-8 mailbox names and strings as UTF8=ACCEPT does.
+        return "UTF8=ACCEPT" in self.enabled or "IMAP4REV2" in self.enabled
 
     @property
     def qresync(self) -> bool:
