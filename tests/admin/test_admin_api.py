@@ -72,6 +72,37 @@ def test_metrics_count_a_known_load(pair):
     assert _metric(text, "mailpair_node_active", 'node="node1"') == 1
 
 
+def test_metrics_count_deliveries_and_copy_queues(pair):
+    """Three messages over LMTP, one of them to an unknown user: the counters say exactly that,
+    and once the copy has caught up its queues read zero at the active's LSN."""
+    import smtplib
+    import time
+
+    text = http(base(pair) + "/metrics")[1].decode()
+    ok0 = _metric(text, "mailpair_deliveries_total", 'protocol="lmtp",result="ok"')
+    unknown0 = _metric(text, "mailpair_deliveries_total", 'protocol="lmtp",result="rejected"')
+    lmtp = smtplib.LMTP("127.0.0.1", active(pair)["lmtp"])
+    for rcpt in ("user1", "user2"):
+        lmtp.sendmail("m@example.org", [f"{rcpt}@{pair['domain']}"], f"Subject: metrics\r\n\r\n{rcpt}\r\n")
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        lmtp.sendmail("m@example.org", [f"nobody@{pair['domain']}"], "Subject: metrics\r\n\r\nx\r\n")
+    lmtp.quit()
+    text = http(base(pair) + "/metrics")[1].decode()
+    assert _metric(text, "mailpair_deliveries_total", 'protocol="lmtp",result="ok"') == ok0 + 2
+    assert _metric(text, "mailpair_deliveries_total", 'protocol="lmtp",result="rejected"') == unknown0 + 1  # refused at RCPT
+    last = _metric(text, "mailpair_log_last_lsn", 'database="mail"')
+    passive = next(n for n in pair["nodes"] if n["role"] == "passive")
+    deadline = time.monotonic() + 20
+    while True:
+        ptext = http(f"http://127.0.0.1:{passive['admin']}/metrics")[1].decode()
+        if _metric(ptext, "mailpair_applied_lsn", 'database="mail"') >= last:
+            break
+        assert time.monotonic() < deadline, "the passive never replayed up to the active's LSN"
+        time.sleep(0.2)
+    assert _metric(ptext, "mailpair_replay_queue_records", 'node="node2"') == 0
+    assert _metric(ptext, "mailpair_copy_queue_records", 'node="node2"') == 0
+
+
 def test_openapi_under_schemathesis_has_no_server_error(pair, tmp_path):
     st = Path(sys.executable).with_name("st")
     r = subprocess.run(
