@@ -18,6 +18,7 @@ from mailpair.store import Database
 log = logging.getLogger("mailpair.replication")
 
 STEP = 500  # records per replay call, so a pause takes effect quickly
+COALESCE_S = 0.1  # how long a small replay waits for more records to join it
 
 
 class Replayer:
@@ -89,6 +90,11 @@ class Replayer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 continue
+            if target - self.db.applied_lsn < STEP:
+                # Let a few batches gather first: each replay call reads its log segment back,
+                # so many tiny calls cost the passive far more than a few larger ones.
+                await asyncio.sleep(COALESCE_S)
+                target, _ = self._target()
             upto = min(target, self.db.applied_lsn + STEP)
             try:
                 n = await asyncio.to_thread(self.db.replay_stored, upto, STEP)
