@@ -135,3 +135,17 @@ def test_fuzz_framing_and_tokenising_never_raise(chunks):
                 except ParseError:
                     pass
     assert len(fr.buf) <= 300 + 80
+
+
+nested = st.recursive(
+    st.none() | st.integers(0, 2**40) | st.binary(max_size=20), lambda c: st.lists(c, max_size=5), max_leaves=30
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nested, nested)
+def test_fuzz_writer_never_raises_on_any_stored_shape(env, bs):
+    """ENVELOPE/BODYSTRUCTURE of any shape (old records, odd parsers) serialise without error."""
+    assert wire.envelope(env).startswith(b"(")
+    assert wire.body(bs).startswith(b"(")
+    assert wire.body(bs, False).startswith(b"(")

@@ -61,14 +61,63 @@ def _q(b: bytes | None) -> bytes:
     return string(b)
 
 
+# Serialised addresses by value: the same people write again and again, so a mailbox's header
+# FETCH mostly finds its addresses here. Bounded; cleared when full (entries are pure functions
+# of their key, so clearing only costs recomputation).
+_ADDRESS_MEMO: dict[tuple, bytes] = {}
+_MEMO_MAX = 50_000
+
+
+def _address(a) -> bytes:
+    key = tuple(a)
+    try:
+        hit = _ADDRESS_MEMO.get(key)
+    except TypeError:  # not the shape the store writes: say nothing rather than fail
+        return b"(NIL NIL NIL NIL)"
+    if hit is None:
+        if len(a) != 4:
+            return b"(NIL NIL NIL NIL)"
+        q = _q
+        hit = b"(" + q(a[0]) + b" " + q(a[1]) + b" " + q(a[2]) + b" " + q(a[3]) + b")"
+        if len(_ADDRESS_MEMO) >= _MEMO_MAX:
+            _ADDRESS_MEMO.clear()
+        _ADDRESS_MEMO[key] = hit
+    return hit
+
+
 def _addresses(addrs) -> bytes:
     if not addrs:
         return b"NIL"
-    q = _q
-    return b"(" + b"".join([b"(" + q(a[0]) + b" " + q(a[1]) + b" " + q(a[2]) + b" " + q(a[3]) + b")" for a in addrs]) + b")"
+    if len(addrs) == 1:
+        return b"(" + _address(addrs[0]) + b")"
+    return b"(" + b"".join([_address(a) for a in addrs]) + b")"
+
+
+_EMPTY_ENVELOPE = b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+_DEFAULT_BODY = (
+    b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)',
+    b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0)',
+)
 
 
 def envelope(env) -> bytes:
+    """ENVELOPE of a stored structure; a structure of an unexpected shape gives an empty one
+    rather than an error (the store always writes the expected shape)."""
+    try:
+        return _envelope(env)
+    except (TypeError, IndexError, AttributeError, ValueError):
+        return _EMPTY_ENVELOPE
+
+
+def body(bs, extended: bool = True) -> bytes:
+    """BODYSTRUCTURE (extended) or BODY (basic fields only) of a stored structure."""
+    try:
+        return _body(bs, extended)
+    except (TypeError, IndexError, AttributeError, ValueError, RecursionError):
+        return _DEFAULT_BODY[0 if extended else 1]
+
+
+def _envelope(env) -> bytes:
     """ENVELOPE: date subject from sender reply-to to cc bcc in-reply-to message-id."""
     if not env or len(env) != 10:
         env = [None] * 10
@@ -115,30 +164,51 @@ def _ext(v) -> bytes:
     return value(v)
 
 
-def body(bs, extended: bool = True) -> bytes:
-    """BODYSTRUCTURE (extended) or BODY (basic fields only) of a stored structure."""
+def _body(bs, extended: bool = True) -> bytes:
     if not isinstance(bs, list) or not bs:
         return b'("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0)'
     if isinstance(bs[0], list):  # multipart: (part)(part) subtype [ext]
-        parts = b"".join(body(p, extended) for p in bs[0]) or body(None, extended)
+        parts = b"".join(_body(p, extended) for p in bs[0]) or _body(None, extended)
         out = parts + b" " + nstring(bs[1])
         if extended:
             out += b"".join(b" " + _ext(x) for x in bs[2:6])
         return b"(" + out + b")"
-    q = _q
-    basic = [q(bs[0]), q(bs[1]), _ext(bs[2]), q(bs[3]), q(bs[4]), q(bs[5])]
-    basic.append(b"%d" % (bs[6] or 0))
+    basic = [_part_head(bs), b"%d" % (bs[6] or 0)]
     kind = (bs[0] or b"").upper(), (bs[1] or b"").upper()
     rest = bs[7:]
     if kind == (b"MESSAGE", b"RFC822") and len(rest) >= 3:
-        basic += [envelope(rest[0]), body(rest[1], extended), b"%d" % (rest[2] or 0)]
+        basic += [_envelope(rest[0]), _body(rest[1], extended), b"%d" % (rest[2] or 0)]
         rest = rest[3:]
     elif kind[0] == b"TEXT" and rest:
         basic.append(b"%d" % (rest[0] or 0))
         rest = rest[1:]
     if extended:
-        basic += [_ext(x) for x in rest[:4]]
+        ext = rest[:4]
+        basic.append(b"NIL NIL NIL NIL" if ext == _NO_EXT else b" ".join([_ext(x) for x in ext]))
     return b"(" + b" ".join(basic) + b")"
+
+
+_NO_EXT = [None, None, None, None]
+_HEAD_MEMO: dict[tuple, bytes] = {}
+
+
+def _part_head(bs: list) -> bytes:
+    """type subtype (params) id description encoding: the same few combinations recur across a
+    mailbox, so they are serialised once (bounded memo, as for addresses)."""
+    params = bs[2]
+    key = (bs[0], bs[1], tuple(params) if isinstance(params, list) else params, bs[3], bs[4], bs[5])
+    try:
+        hit = _HEAD_MEMO.get(key)
+    except TypeError:  # a nested parameter value: not a memo key, just serialise it
+        key, hit = None, None
+    if hit is None:
+        q = _q
+        hit = b" ".join([q(bs[0]), q(bs[1]), _ext(params), q(bs[3]), q(bs[4]), q(bs[5])])
+        if key is not None:
+            if len(_HEAD_MEMO) >= _MEMO_MAX:
+                _HEAD_MEMO.clear()
+            _HEAD_MEMO[key] = hit
+    return hit
 
 
 def flag_list(flags: str | list[str]) -> bytes:
