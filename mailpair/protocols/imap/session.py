@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -249,8 +250,8 @@ class Session:
                 elif isinstance(ev, framing.Line):  # pragma: no cover - line mode is scoped
                     pass
                 await self.flush()
-        except (Closed, ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (Closed, OSError, asyncio.IncompleteReadError):
+            pass  # the client went away (or TLS broke): nothing to answer
         finally:
             await self.close()
 
@@ -351,7 +352,7 @@ class Session:
         except StoreError as e:
             code, text = store_error_reply(e)
             reply = b"NO " + (b"[" + code + b"] " if code else b"") + _clean(text)
-        except (Closed, ConnectionError):
+        except (Closed, ConnectionError, ssl.SSLError):
             raise
         except RecursionError:
             reply = b"BAD command nested too deeply"
