@@ -98,3 +98,31 @@ def test_failed_logins_are_slowed_down(tmp_path):
         c.logout()
     finally:
         stop_server(srv, t)
+
+
+def test_garbage_on_tls_port_and_vanishing_tls_clients(tmp_path, cert, caplog):
+    import logging
+    import socket
+
+    srv, t = start_server(tmp_path, tls_cert=cert[0], tls_key=cert[1], implicit_tls=True)
+    srv.add_user("alice")
+    try:
+        with caplog.at_level(logging.ERROR):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"a1 LOGIN alice x\r\n" * 10)  # plain text where TLS is expected
+            s.settimeout(5)
+            try:
+                s.recv(100)
+            except OSError:
+                pass
+            s.close()
+            raw = socket.create_connection(("127.0.0.1", srv.port))
+            tls = _trusting(cert[0]).wrap_socket(raw)
+            tls.recv(100)
+            raw.close()  # vanish without a TLS close
+            c = imaplib.IMAP4_SSL("127.0.0.1", srv.port, ssl_context=_trusting(cert[0]))
+            c.login("alice", PASSWORD)
+            c.logout()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    finally:
+        stop_server(srv, t)
