@@ -60,6 +60,18 @@ def test_pair_up_gives_a_healthy_copy(tmp_path):
             time.sleep(0.2)
         else:
             raise AssertionError(f"no Healthy copy of the new database: {dbs}")
+        # the pair comes back with its data: `pair up` again waits for Healthy copies of both
+        pairutil.pair_down(tmp_path / "p")
+        for name in ("node1", "node2"):
+            assert "Traceback" not in (tmp_path / "p" / name / "node.log").read_text()  # a clean stop
+        pairutil.pair_up(tmp_path / "p")
+        st = pairutil.status(tmp_path / "p")
+        assert {(d["name"], c["node"], c["status"]) for d in st["databases"] for c in d["copies"]} == {
+            ("archive", "node1", "Mounted"),
+            ("archive", "node2", "Healthy"),
+            ("mail", "node1", "Mounted"),
+            ("mail", "node2", "Healthy"),
+        }
     finally:
         pairutil.pair_down(tmp_path / "p")
 
