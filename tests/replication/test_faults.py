@@ -138,3 +138,36 @@ def test_garbage_on_the_replication_port_changes_nothing(pair):
                 pass  # the active hangs up on it
     last = pair.deliver(20)["lsn"]
     pair.wait_caught_up(last)
+
+
+def test_an_interrupted_reseed_leaves_the_old_copy_in_place(pair):
+    proxy = FaultProxy(pair.config("node1").replication.port).start()
+    try:
+        pair.set_passive_peer_port(proxy.port)
+        pair.start_active()
+        pair.start_passive()
+        last = pair.deliver(200)["lsn"]
+        pair.wait_caught_up(last)
+        db_dir = pair.data("node2") / "databases" / "mail"
+        old_id = (db_dir / "id").read_text()
+        proxy.stall(30)  # the snapshot never arrives
+        pair.copy_action("reseed")
+        c = pair.wait(lambda: pair.copy() if pair.copy()["status"] == "Seeding" else None, 10, "Seeding")
+        assert c["seed_progress"] == 0.0
+        pair.kill_passive()  # mid-seed
+        assert (db_dir / "id").read_text() == old_id and (db_dir / "state.sqlite").exists()
+        # what a seed killed halfway through its transfer leaves: a staging directory beside the copy
+        stage = pair.data("node2") / "replication" / "seed-mail"
+        stage.mkdir(parents=True, exist_ok=True)
+        (stage / "state.sqlite").write_bytes(b"SQLite format 3\0" + b"\0" * 4000)
+        proxy.stall(0)
+        pair.start_passive()
+        last = pair.deliver(10)["lsn"]
+        pair.wait_caught_up(last)  # it went on from the old copy
+        assert not stage.exists()  # the partial seed was dropped, never installed
+        assert pair.log_text("node2").count("seeded from a snapshot") == 1
+    finally:
+        pair.stop()
+        proxy.close()
+    a, p = pair.digests()
+    assert a == p
