@@ -62,6 +62,8 @@ class ImapServer:
             self._tasks.add(task)
         try:
             await session.run()
+        except asyncio.CancelledError:
+            pass  # shutdown cancelled it: end quietly (asyncio would log a cancelled handler)
         finally:
             if task is not None:
                 self._tasks.discard(task)
@@ -136,7 +138,16 @@ class ImapServer:
             s.say_bye(b"server shutting down")
         tasks = list(self._tasks)
         if tasks:
-            await asyncio.wait(tasks, timeout=5)
+            _, pending = await asyncio.wait(tasks, timeout=1)
+            # A TLS close waits for the client's close_notify; do not wait on clients for long.
+            for s in list(self.sessions):
+                s.writer.transport.abort()
+            if pending:
+                _, pending = await asyncio.wait(pending, timeout=1)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1)
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
