@@ -256,7 +256,7 @@ async def _copy(s: Session, a: Args, uid: bool, move: bool) -> bytes:
     try:
         res = await s.db.acommit("move" if move else "copy", account=s.user, src=sel.name, dst=dest, uids=uids)
     except NoSuchMailbox as e:
-        if "no such mailbox: " + dest in str(e) or dest.upper() != sel.name.upper():
+        if str(e) == f"no such mailbox: {dest}":  # the target, not the selected mailbox, is missing
             raise No(f"no such mailbox: {dest}", b"TRYCREATE") from None
         raise
     pairs = res["pairs"]
