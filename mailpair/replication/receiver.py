@@ -327,7 +327,10 @@ class CopyWorker:
                 self.active_lag = m.get("lag")
         error: BaseException | None = None
         if batches:
-            self.mode = batches[-1].get("mode")
+            mode = batches[-1].get("mode")
+            if mode != self.mode:
+                log.info("copy of %s: %s mode at LSN %s", self.name, mode, batches[-1].get("first"))
+                self.mode = mode
             try:
                 records = await asyncio.to_thread(self._inspect_and_store, batches)
             except _PartlyStored as p:

@@ -82,6 +82,11 @@ def test_suspend_resume_and_reseed_while_writing(tmp_path):
 
         pairutil.mailpair("copy", "resume", "mail", "--dir", root)
         pair.wait_caught_up(lsn)
+        # it caught up from the segment files, then took new records as they were written
+        pair.deliver(5)
+        pair.wait(lambda: pair.copy()["mode"] == "block", 10, "block mode")
+        log = pair.log_text("node2")
+        assert log.rindex("file mode at LSN") < log.rindex("block mode at LSN")
 
         # reseed while deliveries go on: the copy is rebuilt from a snapshot plus the log after it
         pair.deliver_start(3000, conc=16)
