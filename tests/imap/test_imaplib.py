@@ -61,6 +61,8 @@ def test_list_special_use_and_children(imap):
     assert [x.decode().rsplit(" ", 1)[1] for x in lines] == ["Projects/2026"]
     typ, lines = c.list('""', "inbox")
     assert lines[0].endswith(b"INBOX")
+    typ, lines = c.list('""', "inb*")
+    assert [x.rsplit(b" ", 1)[1] for x in lines] == [b"INBOX"]
     c.logout()
 
 

@@ -37,7 +37,12 @@ def _pattern_regex(ref: str, pattern: str) -> re.Pattern:
 
 
 def _match_name(rx: re.Pattern, name: str) -> bool:
-    return bool(rx.fullmatch(name))
+    if rx.fullmatch(name):
+        return True
+    if name == "INBOX" or name.startswith("INBOX" + DELIMITER):
+        # INBOX is case-insensitive (RFC 9051 5.1): "inbox*" or "Inb%" must still find it.
+        return re.fullmatch(rx.pattern, name, re.S | re.I) is not None
+    return False
 
 
 async def _status_line(s: Session, name: str, items: list[str]) -> bytes | None:
