@@ -94,3 +94,25 @@ def test_compress_deflate(imap):
         got += decomp.decompress(s.recv(65536))
     assert b"e NO [COMPRESSIONACTIVE]" in got
     s.close()
+
+
+def test_authenticate_sasl_ir_and_cancel(imap):
+    import base64
+
+    s = socket.create_connection(("127.0.0.1", imap.port), timeout=10)
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b"a AUTHENTICATE PLAIN *\r\n")  # not base64
+    assert f.readline().startswith(b"a BAD")
+    s.sendall(b"b AUTHENTICATE PLAIN\r\n")
+    assert f.readline().startswith(b"+")
+    s.sendall(b"*\r\n")  # the client cancels
+    assert f.readline().startswith(b"b BAD")
+    s.sendall(b"c AUTHENTICATE PLAIN " + base64.b64encode(b"bob\0alice\0" + PASSWORD.encode()) + b"\r\n")
+    assert f.readline().startswith(b"c NO [AUTHORIZATIONFAILED]")
+    s.sendall(b"d AUTHENTICATE PLAIN " + base64.b64encode(b"\0alice\0" + PASSWORD.encode()) + b"\r\n")
+    line = f.readline()
+    assert line.startswith(b"d OK [CAPABILITY"), line
+    s.sendall(b"e AUTHENTICATE PLAIN =\r\n")
+    assert f.readline().startswith(b"e BAD")  # already logged in
+    s.close()
