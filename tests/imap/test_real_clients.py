@@ -119,3 +119,57 @@ def test_mbsync_both_ways(imap, tmp_path):
     r = _mbsync(tmp_path, imap.port)
     assert r.returncode == 0, r.stdout + r.stderr
     assert any(":2," in p.name and "R" in p.name.split(":2,")[1] for p in _maildir_files(inbox))
+
+
+def _offlineimap(tmp: Path, port: int) -> subprocess.CompletedProcess:
+    conf = tmp / "offlineimaprc"
+    conf.write_text(
+        f"""[general]
+accounts = acc
+metadata = {tmp}/meta
+
+[Account acc]
+localrepository = local
+remoterepository = remote
+
+[Repository local]
+type = Maildir
+localfolders = {tmp}/oimail
+
+[Repository remote]
+type = IMAP
+remotehost = 127.0.0.1
+remoteport = {port}
+remoteuser = alice
+remotepass = {PASSWORD}
+ssl = no
+starttls = no
+"""
+    )
+    env = {**os.environ, "HOME": str(tmp)}
+    return subprocess.run(
+        ["offlineimap", "-c", str(conf), "-o", "-u", "basic"], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+@pytest.mark.skipif(shutil.which("offlineimap") is None, reason="offlineimap3 is not installed")
+def test_offlineimap_both_ways(imap, tmp_path):
+    for i in range(4):
+        imap.deliver("alice", message(i))
+    r = _offlineimap(tmp_path, imap.port)
+    assert r.returncode == 0, r.stdout + r.stderr
+    inbox = tmp_path / "oimail" / "INBOX"
+    files = _maildir_files(inbox)
+    assert len(files) == 4
+    # local changes: flag one, delete one, add one
+    os.rename(files[0], str(files[0]).rsplit(":2,", 1)[0] + ":2,F")
+    os.unlink(files[1])
+    (inbox / "new" / "1700000001.oi.host").write_bytes(message(77, subject="from offlineimap"))
+    r = _offlineimap(tmp_path, imap.port)
+    assert r.returncode == 0, r.stdout + r.stderr
+    c = _client(imap)
+    c.select_folder("INBOX")
+    subjects = sorted(v[b"ENVELOPE"].subject for v in c.fetch(c.search(), ["ENVELOPE"]).values())
+    assert len(subjects) == 4 and b"from offlineimap" in subjects
+    assert len(c.search(["FLAGGED"])) == 1
+    c.logout()
