@@ -79,6 +79,14 @@ async def _fetch(s: Session, a: Args, uid: bool) -> bytes:
         return asyncio.ensure_future(s.db.read(fetchmod.render, *args))
 
     chunks = [targets[i : i + batch] for i in range(0, len(targets), batch)]
+    if len(chunks) == 1:  # the common small FETCH: no task, one hop to the reader and back
+        args = (sel.box_id, chunks[0], req, uid, with_modseq, changed_since, recent, cache)
+        data, reported, probs = await s.db.read(fetchmod.render, *args)
+        for u, flags, modseq in reported:
+            sel.record_flags(u, flags, modseq)
+        s.send(data)
+        chunks = []
+        problems += probs
     pending = read(chunks[0]) if chunks else None
     for n in range(len(chunks)):
         data, reported, probs = await pending
