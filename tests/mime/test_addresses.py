@@ -1,0 +1,48 @@
+"""The fast path for common address headers must give exactly what the email package's full
+parser gives, for every value it accepts."""
+
+from __future__ import annotations
+
+from email.utils import getaddresses
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailpair.mime.structure import _simple_addresses, analyse
+
+atom = st.sampled_from(["john", "J.", "Smith", "a+b", "x_y", "O'Brien", "=?utf-8?q?J=C3=B6rg?=", "Müller", "a.b", "x-y", ""])
+sep = st.sampled_from([" ", "  ", "\t", ""])
+form = st.sampled_from(["{d} <{a}>", "{a}", "<{a}>", "{d}<{a}>", " {d} <{a}> ", '"{d}" <{a}>', "{a} ({d})", "{d}: {a};"])
+
+
+@st.composite
+def address_values(draw) -> str:
+    parts = []
+    for _ in range(draw(st.integers(1, 3))):
+        display = draw(sep).join(draw(st.lists(atom, max_size=3)))
+        addr = draw(atom) + draw(st.sampled_from(["@", "", "@@"])) + draw(atom)
+        parts.append(draw(form).format(d=display, a=addr))
+    return draw(st.sampled_from([",", ", ", " ,"])).join(parts)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(address_values())
+def test_fast_path_agrees_with_getaddresses(value):
+    fast = _simple_addresses([value])
+    if fast is not None:
+        assert fast == getaddresses([value])
+
+
+def test_common_forms_take_the_fast_path():
+    assert _simple_addresses(["Sender <sender@example.org>", "a@b.c, J. Smith <j@x.y>"]) == [
+        ("Sender", "sender@example.org"),
+        ("", "a@b.c"),
+        ("J. Smith", "j@x.y"),
+    ]
+    assert _simple_addresses(['"Doe, John" <j@x.y>']) is None  # quoted: the full parser decides
+
+
+def test_envelope_addresses():
+    env, _ = analyse(b"From: Ann Lee <ann@example.org>\r\nTo: bob@example.org, Cy <cy@example.org>\r\nSubject: x\r\n\r\nhi\r\n")
+    assert env[2] == [[b"Ann Lee", None, b"ann", b"example.org"]]
+    assert env[5] == [[None, None, b"bob", b"example.org"], [b"Cy", None, b"cy", b"example.org"]]
