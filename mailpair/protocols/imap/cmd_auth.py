@@ -131,6 +131,7 @@ async def _authenticate_user(s: Session, user: str, password: str) -> bytes:
     s.server.user_connections[user] = s.server.user_connections.get(user, 0) + 1
     s.user = user
     s.db = db
+    s.server.watch(db)
     s.state = "auth"
     return b"OK [CAPABILITY " + b" ".join(s.capabilities()) + b"] logged in"
 

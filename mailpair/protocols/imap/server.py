@@ -46,8 +46,7 @@ class ImapServer:
     async def start(self) -> ImapServer:
         self._loop = asyncio.get_running_loop()
         for db in self.store.databases.values():
-            db.add_listener(self._on_changes)
-            self._listening.append(db)
+            self.watch(db)
         ssl_ctx = self.ssl_context if self.settings.implicit_tls else None
         self._server = await asyncio.start_server(self._accept, self.settings.host, self.settings.port, ssl=ssl_ctx, limit=2**20)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -67,6 +66,12 @@ class ImapServer:
         finally:
             if task is not None:
                 self._tasks.discard(task)
+
+    def watch(self, db) -> None:
+        """Follow a database's changes (also one created after the listener started)."""
+        if db not in self._listening:
+            db.add_listener(self._on_changes)
+            self._listening.append(db)
 
     def structure_cache(self, db) -> StructureCache:
         cache = self._structure_caches.get(db.name)
