@@ -78,10 +78,14 @@ class HeadTracker:
 class CopyView:
     """What the active knows about one passive copy of one database."""
 
+    @property
+    def connected(self) -> bool:
+        return self.streams > 0
+
     def __init__(self, database: str, node: str):
         self.database = database
         self.node = node
-        self.connected = False
+        self.streams = 0  # open streams of this copy (a reconnect may overlap the old one's end)
         self.mode = "file"
         self.acked = 0
         self.passive: dict[str, Any] = {}
@@ -209,14 +213,14 @@ class Shipper:
             stored = p.get("stored_lsn", view.acked)
             queue = max(0, head - stored)
             tracker = self.heads.get(name)
-            status = p.get("status", "Disconnected") if view.connected else "Disconnected"
+            status = p.get("status", "Disconnected") if view.streams else "Disconnected"
             written = tracker.written_at(stored + 1) if tracker and queue else None
             out.append(
                 {
                     "database": name,
                     "node": node,
                     "status": status,
-                    "reason": p.get("reason") if view.connected else view.reason,
+                    "reason": p.get("reason") if view.streams else view.reason,
                     "copy_queue": queue,
                     "copy_queue_bytes": tracker.bytes_after(stored, queue) if tracker else 0,
                     "replay_queue": p.get("replay_queue"),
@@ -362,7 +366,8 @@ class Shipper:
         await self._pin(db, view, start, force=True)
         live = LiveFeed(db, asyncio.get_running_loop(), self.settings.live_buffer_records)
         await protocol.send(writer, {"t": "ok", "head": db.log.last_lsn, "epoch": db.epoch}, HANDSHAKE_TIMEOUT)
-        view.connected, view.acked, view.mode, view.reason = True, start - 1, "file", None
+        view.streams += 1
+        view.acked, view.mode, view.reason = start - 1, "file", None
         gate = self.gates.get(db.name)
         if gate:
             gate.set_connected(1)
@@ -379,7 +384,7 @@ class Shipper:
                 with contextlib.suppress(BaseException):
                     await t
             live.close()
-            view.connected = False
+            view.streams -= 1
             view.reason = "passive disconnected"
             if gate:
                 gate.set_connected(-1)
