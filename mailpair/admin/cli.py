@@ -94,7 +94,9 @@ def _print_pair(info: dict[str, Any]) -> None:
     for col in ("node", "role", "pid", "IMAP", "LMTP", "SMTP", "admin"):
         table.add_column(col)
     for n in info["nodes"]:
-        table.add_row(n["name"], n["role"], str(n["pid"]), str(n["imap"]), str(n["lmtp"]), str(n["smtp"]), str(n["admin"]))
+        # A passive node serves no mail: its mail ports open only if it becomes active.
+        mail = [str(n[k]) if n["role"] == "active" else f"[dim]({n[k]})[/]" for k in ("imap", "lmtp", "smtp")]
+        table.add_row(n["name"], n["role"], str(n["pid"]), *mail, str(n["admin"]))
     console.print(table)
     active = next((n for n in info["nodes"] if n["role"] == "active"), info["nodes"][0])
     users = info["users"]
@@ -105,8 +107,12 @@ def _print_pair(info: dict[str, Any]) -> None:
         console.print("\nRead mail with any IMAP client (plain-text login is allowed on loopback):")
         console.print(f"  host 127.0.0.1, port {active['imap']}, user {u['name']}, password {u['password']}")
         console.print(f"  curl -s --user {u['name']}:{u['password']} 'imap://127.0.0.1:{active['imap']}/INBOX;UID=1'")
+        console.print(f"  neomutt -f 'imap://{u['name']}@127.0.0.1:{active['imap']}/INBOX'")
         console.print("Deliver a message:")
         console.print(f"  swaks --server 127.0.0.1:{active['smtp']} --to {u['name']}@{info['domain']} --from someone@example.org")
+        console.print(
+            f"  swaks --protocol LMTP --server 127.0.0.1:{active['lmtp']} --to {u['name']}@{info['domain']} --from someone@example.org"
+        )
     console.print("Watch the pair:")
     console.print(f"  mailpair status --dir {info['dir']} --watch")
     console.print(f"  dashboard: http://127.0.0.1:{active['admin']}/dashboard  (admin token: {info['admin_token']})")
