@@ -149,3 +149,14 @@ def test_fuzz_writer_never_raises_on_any_stored_shape(env, bs):
     assert wire.envelope(env).startswith(b"(")
     assert wire.body(bs).startswith(b"(")
     assert wire.body(bs, False).startswith(b"(")
+
+
+def test_structure_cache_stays_within_its_byte_budget():
+    from mailpair.protocols.imap.fetch import StructureCache
+
+    c = StructureCache(max_bytes=10_000)
+    for i in range(1000):
+        c.put((i, 0), b"x" * 100)
+        assert c.bytes <= 10_000
+    assert c.get((999, 0)) == b"x" * 100 and c.get((0, 0)) is None
+    assert c.bytes == sum(len(v) for v in c.d.values())

@@ -150,10 +150,11 @@ Target = tuple[int, int]  # (msn, uid)
 class StructureCache:
     """Serialised ENVELOPE / BODY / BODYSTRUCTURE by blob id, for one database. A blob never
     changes (its id is the LSN of the record that brought it), so an entry never goes stale; the
-    oldest entries make way once the cache is full."""
+    oldest tenth makes way once the cache holds `max_bytes`."""
 
-    def __init__(self, max_entries: int = 60_000):
-        self.max = max_entries
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024):
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.d: dict[tuple[int, int], bytes] = {}
 
     def get(self, key: tuple[int, int]) -> bytes | None:
@@ -161,10 +162,14 @@ class StructureCache:
 
     def put(self, key: tuple[int, int], value: bytes) -> None:
         d = self.d
-        if len(d) >= self.max:
-            for k in list(d)[: self.max // 10]:
-                del d[k]
+        if self.bytes + len(value) > self.max_bytes and d:
+            for k in list(d)[: max(1, len(d) // 10)]:
+                self.bytes -= len(d.pop(k))
+        old = d.get(key)
+        if old is not None:
+            self.bytes -= len(old)
         d[key] = value
+        self.bytes += len(value)
 
 
 _ENV, _BODY, _BS = 0, 1, 2
