@@ -116,3 +116,21 @@ def test_authenticate_sasl_ir_and_cancel(imap):
     s.sendall(b"e AUTHENTICATE PLAIN =\r\n")
     assert f.readline().startswith(b"e BAD")  # already logged in
     s.close()
+
+
+def test_writes_on_a_passive_database_are_refused_reads_go_on(imap):
+    imap.deliver("alice", message(1))
+    c = imaplib.IMAP4("127.0.0.1", imap.port)
+    c.login("alice", PASSWORD)
+    c.select("INBOX")
+    imap.db.set_writable(False)  # this node lost the active role
+    try:
+        typ, data = c.store("1", "+FLAGS", "\\Seen")
+        assert typ == "NO" and b"UNAVAILABLE" in data[0]
+        typ, data = c.append("INBOX", None, None, message(2))
+        assert typ == "NO" and b"UNAVAILABLE" in data[0]
+        assert c.fetch("1", "(BODY.PEEK[])")[1][0][1] == message(1)
+    finally:
+        imap.db.set_writable(True)
+    assert c.store("1", "+FLAGS", "\\Seen")[0] == "OK"
+    c.logout()
