@@ -3,12 +3,15 @@ flips bits, cuts and stalls the stream, a damaged segment on the active's disk, 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import time
+import uuid
 
 import pytest
 
+from mailpair.replication import auth, protocol
 from mailpair.store.log import SEGMENT_HEADER_SIZE, decode_record
 from tests.replication.faultproxy import FaultProxy
 from tests.replication.harness import TestPair
@@ -171,3 +174,30 @@ def test_an_interrupted_reseed_leaves_the_old_copy_in_place(pair):
         proxy.close()
     a, p = pair.digests()
     assert a == p
+
+
+def test_the_active_refuses_a_copy_from_a_newer_epoch_and_authenticated_garbage(pair):
+    """A copy claiming a newer epoch than the active's means this active is stale (DESIGN rule
+    3): it is refused with the reason, and the active goes on serving."""
+    pair.start_active()
+    cfg = pair.config("node1")
+    db_id = uuid.UUID((pair.data("node1") / "databases" / "mail" / "id").read_text().strip()).bytes
+
+    async def ask(msg):
+        reader, writer = await asyncio.open_connection("127.0.0.1", cfg.replication.port)
+        try:
+            await auth.as_passive(reader, writer, cfg.secret.encode(), "node2")
+            await protocol.send(writer, msg)
+            return await protocol.read_frame(reader, 5)
+        except (protocol.PeerError, asyncio.IncompleteReadError) as e:
+            return e
+        finally:
+            writer.close()
+
+    err = asyncio.run(ask({"t": "open", "db": "mail", "id": db_id, "from": 1, "epoch": 99}))
+    assert isinstance(err, protocol.PeerError) and err.code == "epoch" and "newer than the active's epoch 1" in str(err)
+    err = asyncio.run(ask({"t": "open", "db": "mail", "id": uuid.uuid4().bytes, "from": 1, "epoch": 1}))
+    assert isinstance(err, protocol.PeerError) and err.code == "db_id"
+    err = asyncio.run(ask({"t": "no-such-request"}))
+    assert isinstance(err, asyncio.IncompleteReadError)  # hung up on
+    assert pair.deliver(5)["ok"]
