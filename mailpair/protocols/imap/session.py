@@ -360,7 +360,13 @@ class Session:
             log.exception("IMAP %s failed", name)
             reply = b"NO [SERVERBUG] internal error; the command was not completed"
         if self.state == "selected" and self.sel is not None:
-            await self.sync(allow_expunge=name.split()[-1] not in _NO_EXPUNGE)
+            try:
+                await self.sync(allow_expunge=name.split()[-1] not in _NO_EXPUNGE)
+            except (Closed, ConnectionError, ssl.SSLError):
+                raise
+            except Exception:  # updates can wait for the next command; the reply cannot
+                log.exception("IMAP: reading mailbox changes failed")
+                self.dirty = True
         elapsed = time.perf_counter() - started
         self.send(tag + b" " + reply + (b" (%.3f secs)" % elapsed if reply.startswith(b"OK") else b"") + b"\r\n")
         self.current = ""
