@@ -134,3 +134,21 @@ def test_writes_on_a_passive_database_are_refused_reads_go_on(imap):
         imap.db.set_writable(True)
     assert c.store("1", "+FLAGS", "\\Seen")[0] == "OK"
     c.logout()
+
+
+def test_connection_limit_for_the_listener(tmp_path):
+    srv, t = start_server(tmp_path, max_connections=2)
+    try:
+        a = socket.create_connection(("127.0.0.1", srv.port))
+        b = socket.create_connection(("127.0.0.1", srv.port))
+        assert a.recv(100).startswith(b"* OK") and b.recv(100).startswith(b"* OK")
+        c = socket.create_connection(("127.0.0.1", srv.port))
+        assert c.recv(100).startswith(b"* BYE [UNAVAILABLE]")
+        a.close()
+        time.sleep(0.2)
+        d = socket.create_connection(("127.0.0.1", srv.port))
+        assert d.recv(100).startswith(b"* OK")
+        for s in (b, c, d):
+            s.close()
+    finally:
+        stop_server(srv, t)

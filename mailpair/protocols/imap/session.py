@@ -232,6 +232,9 @@ class Session:
             if self.server.closing:
                 self.send(b"* BYE server shutting down\r\n")
                 return
+            if len(self.server.sessions) > self.settings.max_connections:
+                self.send(b"* BYE [UNAVAILABLE] too many connections; try again later\r\n")
+                return
             caps = b" ".join(self.capabilities())
             self.send(b"* OK [CAPABILITY " + caps + b"] mailpair IMAP ready\r\n")
             await self.flush()

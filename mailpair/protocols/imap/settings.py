@@ -32,6 +32,7 @@ class ImapSettings:
     max_literal_bytes: int | None = None  # None: max_message_bytes
     max_command_bytes: int = 64 * 1024
     max_connections_per_user: int = 20
+    max_connections: int = 2000  # all sessions of this listener, logged in or not
     login_delay: float = 1.0  # seconds added per recent failed login from the same address
     fetch_batch: int = 500  # messages per reader-thread round trip in FETCH
 
