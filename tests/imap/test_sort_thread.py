@@ -34,3 +34,28 @@ def test_sort_and_thread(imap):
     assert c.thread("REFERENCES") == ((3,), (1, 2, 4))
     assert c.thread("ORDEREDSUBJECT") == ((3,), (1, (2,), (4,)))
     c.logout()
+
+
+def test_thread_references_dummies_and_subject_merging(imap):
+    day = "Mon, 0{} Feb 2026 10:00:00 +0000"
+    msgs = [
+        mail("<a@x>", "Lunch", day.format(2), "a@x"),
+        mail("<b@x>", "Re: Lunch", day.format(3), "b@x", refs="<a@x>"),
+        mail("<c@x>", "Budget", day.format(1), "c@x"),
+        mail("<d@x>", "Re: [list] Fwd: lunch", day.format(4), "d@x", refs="<a@x> <b@x>"),
+        mail("<e@x>", "Re: party", day.format(5), "e@x", refs="<missing@x>"),
+        mail("<f@x>", "Re: party", day.format(6), "f@x", refs="<missing@x>"),
+        mail("<g@x>", "Budget", day.format(7), "g@x"),
+        mail("<h@x>", "Re: Budget", day.format(8), "h@x"),
+    ]
+    for m in msgs:
+        imap.deliver("alice", m)
+    c = imapclient.IMAPClient("127.0.0.1", port=imap.port, ssl=False, timeout=10)
+    c.login("alice", PASSWORD)
+    c.select_folder("INBOX")
+    typ, data = c._imap._simple_command("THREAD", "REFERENCES", "UTF-8", "ALL")
+    assert typ == "OK"
+    # missing parent of 5 and 6: a dummy root; 3 and 7 share a subject, neither a reply: a dummy
+    # holds both, and 8 ("Re: Budget", no references) joins it
+    assert c._imap.untagged_responses["THREAD"] == [b"((3)(7)(8))(1 2 4)((5)(6))"]
+    c.logout()

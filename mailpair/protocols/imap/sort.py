@@ -195,49 +195,196 @@ def run_thread(
     return _references(items, ident)
 
 
+class _Box:
+    """A thread container (RFC 5256 REFERENCES): a message, or a dummy for a missing one."""
+
+    __slots__ = ("item", "parent", "children")
+
+    def __init__(self, item: Item | None = None):
+        self.item = item
+        self.parent: _Box | None = None
+        self.children: list[_Box] = []
+
+    def reaches(self, other: _Box) -> bool:
+        """True if other is self or below it (so linking would make a loop)."""
+        stack = [self]
+        while stack:
+            n = stack.pop()
+            if n is other:
+                return True
+            stack.extend(n.children)
+        return False
+
+    def unlink(self) -> None:
+        if self.parent is not None:
+            self.parent.children.remove(self)
+            self.parent = None
+
+    def link(self, parent: _Box) -> None:
+        self.unlink()
+        self.parent = parent
+        parent.children.append(self)
+
+    def first(self) -> Item | None:
+        """The message that dates and names this container (a dummy's first child's)."""
+        if self.item is not None:
+            return self.item
+        return self.children[0].first() if self.children else None
+
+
+def _date_key(box: _Box) -> tuple:
+    it = box.first()
+    return (it.sent, it.msn) if it is not None else (0.0, 0)
+
+
+def _headers_of(it: Item) -> tuple[bytes | None, list[bytes]]:
+    head = _HEADERS.parsebytes(it.raw_head or b"")
+    mid = _MSGID.findall(str(head.get("Message-ID", "")).encode("utf-8", "replace"))
+    chain = _MSGID.findall(str(head.get("References", "")).encode("utf-8", "replace"))
+    if not chain:
+        chain = _MSGID.findall(str(head.get("In-Reply-To", "")).encode("utf-8", "replace"))[:1]
+    return (mid[0] if mid else None), chain
+
+
+def _is_reply(raw_subject: bytes | None) -> bool:
+    s = _decode(raw_subject).strip()
+    return bool(_LEADER.match(s)) or bool(_TRAILER.search(s)) or s.lower().startswith("[fwd:")
+
+
 def _references(items: list[Item], ident) -> bytes:
-    """RFC 5256 REFERENCES, steps 1-4 (parent links from References / In-Reply-To, roots ordered
-    by date, children by date); messages whose parents are missing start their own thread."""
-    by_id: dict[bytes, Item] = {}
-    refs: dict[int, list[bytes]] = {}
-    for it in items:
-        head = _HEADERS.parsebytes(it.raw_head or b"")
-        mid = _MSGID.findall(str(head.get("Message-ID", "")).encode("utf-8", "replace"))
-        chain = _MSGID.findall(str(head.get("References", "")).encode("utf-8", "replace"))
-        if not chain:
-            chain = _MSGID.findall(str(head.get("In-Reply-To", "")).encode("utf-8", "replace"))[:1]
-        refs[it.uid] = chain
-        if mid and mid[0] not in by_id:
-            by_id[mid[0]] = it
-    roots = []
-    for it in items:
-        parent = None
-        for ref in reversed(refs[it.uid]):
-            cand = by_id.get(ref)
-            if cand is not None and cand is not it and not _is_descendant(cand, it):
-                parent = cand
-                break
-        if parent is None:
-            roots.append(it)
+    """RFC 5256 section 3, REFERENCES: link by References / In-Reply-To with dummy containers for
+    missing messages, prune dummies, sort, merge threads of the same base subject, sort children."""
+    table: dict[bytes, _Box] = {}
+    owns: list[_Box] = []  # every message's container, also those the table cannot name
+    for it in sorted(items, key=lambda i: i.msn):
+        mid, chain = _headers_of(it)
+        # 1A: link the reference chain, never making a loop and never moving a linked child.
+        prev = None
+        for ref in chain:
+            box = table.get(ref)
+            if box is None:
+                box = table[ref] = _Box()
+            if prev is not None and box.parent is None and not box.reaches(prev):
+                box.link(prev)
+            prev = box
+        # 1B: the message's own container (a fresh one if its Message-ID is missing or reused).
+        own = table.get(mid) if mid is not None else None
+        if own is None or own.item is not None:
+            own = _Box(it)
+            if mid is not None and mid not in table:
+                table[mid] = own
         else:
-            parent.children.append(it)
+            own.item = it
+        owns.append(own)
+        if prev is not None and not own.reaches(prev):
+            own.link(prev)
+        else:
+            own.unlink()
+    roots = [b for b in _all_boxes(list(table.values()) + owns) if b.parent is None]
+    roots = _prune(roots, at_root=True)
+    roots.sort(key=_date_key)
+    roots = _merge_subjects(roots)
+    for r in roots:
+        _sort_children(r)
+    roots.sort(key=_date_key)
 
-    def render(node: Item) -> bytes:
-        kids = sorted(node.children, key=lambda c: (c.sent, c.msn))
+    def render(box: _Box) -> bytes:
+        kids = box.children
+        head = b"%d" % ident(box.item) if box.item is not None else b""
         if not kids:
-            return b"%d" % ident(node)
-        if len(kids) == 1:
-            return b"%d " % ident(node) + render(kids[0])
-        return b"%d " % ident(node) + b"".join(b"(" + render(k) + b")" for k in kids)
+            return head
+        if len(kids) == 1 and box.item is not None:
+            return head + b" " + render(kids[0])
+        inner = b"".join(b"(" + render(k) + b")" for k in kids)
+        return head + b" " + inner if head else inner
 
-    return b"".join(b"(" + render(r) + b")" for r in sorted(roots, key=lambda r: (r.sent, r.msn)))
+    return b"".join(b"(" + render(r) + b")" for r in roots)
 
 
-def _is_descendant(node: Item, ancestor: Item) -> bool:
-    stack = list(ancestor.children)
+def _all_boxes(start: list[_Box]) -> list[_Box]:
+    """Every container reachable from start, each once."""
+    seen: dict[int, _Box] = {}
+    stack = list(start)
     while stack:
-        n = stack.pop()
-        if n is node:
-            return True
-        stack.extend(n.children)
-    return False
+        b = stack.pop()
+        if id(b) in seen:
+            continue
+        seen[id(b)] = b
+        stack.extend(b.children)
+        if b.parent is not None:
+            stack.append(b.parent)
+    return list(seen.values())
+
+
+def _prune(boxes: list[_Box], at_root: bool) -> list[_Box]:
+    """Step 4: drop empty dummies; replace a dummy by its children, except a root dummy with
+    more than one child."""
+    out: list[_Box] = []
+    for b in boxes:
+        b.children = _prune(b.children, at_root=False)
+        for c in b.children:
+            c.parent = b
+        if b.item is None:
+            if not b.children:
+                continue
+            if not at_root or len(b.children) == 1:
+                for c in b.children:
+                    c.parent = b.parent
+                out.extend(b.children)
+                continue
+        out.append(b)
+    return out
+
+
+def _merge_subjects(roots: list[_Box]) -> list[_Box]:
+    """Step 6: threads whose roots share a base subject become one thread."""
+    by_subject: dict[str, _Box] = {}
+    for r in roots:
+        it = r.first()
+        subj = base_subject(it.env[1]) if it is not None else ""
+        if not subj:
+            continue
+        old = by_subject.get(subj)
+        if (
+            old is None
+            or (old.item is not None and r.item is None)
+            or (old.item is not None and r.item is not None and _is_reply(old.item.env[1]) and not _is_reply(r.item.env[1]))
+        ):
+            by_subject[subj] = r
+    out: list[_Box] = []
+    for r in roots:
+        it = r.first()
+        subj = base_subject(it.env[1]) if it is not None else ""
+        keep = by_subject.get(subj) if subj else None
+        if keep is None or keep is r:
+            out.append(r)
+            continue
+        if keep.item is None and r.item is None:
+            for c in r.children:
+                c.parent = keep
+            keep.children.extend(r.children)
+        elif keep.item is None:
+            r.parent = keep
+            keep.children.append(r)
+        elif r.item is not None and _is_reply(r.item.env[1]) and not _is_reply(keep.item.env[1]):
+            r.parent = keep
+            keep.children.append(r)
+        else:
+            # Neither is the other's reply: a new dummy holds both, where keep was.
+            dummy = _Box()
+            pos = out.index(keep) if keep in out else None
+            for c in (keep, r):
+                c.parent = dummy
+                dummy.children.append(c)
+            by_subject[subj] = dummy
+            if pos is not None:
+                out[pos] = dummy
+            else:
+                out.append(dummy)
+    return out
+
+
+def _sort_children(box: _Box) -> None:
+    for c in box.children:
+        _sort_children(c)
+    box.children.sort(key=_date_key)
