@@ -9,7 +9,7 @@ import email.policy
 import email.utils
 import re
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from msgpack import unpackb
 
@@ -109,7 +109,6 @@ class Item:
     env: list
     raw_head: bytes | None = None
     sent: float = 0.0
-    children: list = field(default_factory=list)
 
 
 def _items(conn: sqlite3.Connection, box_id: int, found: list[tuple[int, int, int]], need_head: bool) -> list[Item]:
