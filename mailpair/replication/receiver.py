@@ -208,6 +208,7 @@ class CopyWorker:
 
     def _disconnected(self, reason: str) -> None:
         self.phase, self.reason = "disconnected", reason
+        self.seed_progress = None  # a seed cut short starts again from the beginning
 
     # ------------------------------------------------------------------ seeding
     async def _seed(self) -> None:

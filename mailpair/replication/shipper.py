@@ -339,7 +339,7 @@ class Shipper:
         if not isinstance(start, int) or start < 1:
             raise protocol.ProtocolError("open without a valid LSN")
         if msg.get("id") != db.db_id:
-            await protocol.send(writer, protocol.error("db_id", f"the copy of {db.name} belongs to another database"))
+            await protocol.send(writer, protocol.error("db_id", f"the copy of {db.name} belongs to another database; reseed it"))
             return
         if start > db.log.last_lsn + 1:
             await protocol.send(
