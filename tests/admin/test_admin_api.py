@@ -174,3 +174,23 @@ def test_status_table_for_people(pair):
     for col in ("copy status", "copy queue", "replay queue", "last stored", "lag", "backup age", "witness"):
         assert col in out, f"{col!r} missing from:\n{out}"
     assert "mail" in out and "Mounted" in out and "node1" in out
+
+
+def test_metrics_count_imap_commands(pair):
+    import imaplib
+
+    def counts() -> tuple[float, float, float]:
+        text = http(base(pair) + "/metrics")[1].decode()
+        get = lambda labels: _metric(text, "mailpair_imap_commands_total", labels) if labels in text else 0.0  # noqa: E731
+        return get('command="LOGIN",result="OK"'), get('command="UID FETCH",result="OK"'), get('command="SELECT",result="NO"')
+
+    login0, fetch0, nosel0 = counts()
+    c = imaplib.IMAP4("127.0.0.1", active(pair)["imap"])
+    c.login("user1", pair["users"][0]["password"])
+    c.select("INBOX")
+    for _ in range(3):
+        c.uid("FETCH", "1:*", "(FLAGS)")
+    assert c.select('"No such folder"')[0] == "NO"
+    c.logout()
+    login, fetch, nosel = counts()
+    assert (login, fetch, nosel) == (login0 + 1, fetch0 + 3, nosel0 + 1)

@@ -8,6 +8,7 @@ import logging
 import ssl
 import time
 
+from mailpair.protocols.imap import metrics
 from mailpair.protocols.imap.fetch import StructureCache
 from mailpair.protocols.imap.selected import RecentTracker
 from mailpair.protocols.imap.session import Session
@@ -56,6 +57,8 @@ class ImapServer:
         tls = writer.get_extra_info("ssl_object") is not None
         session = Session(self, reader, writer, tls)
         self.sessions.add(session)
+        metrics.CONNECTIONS.inc()
+        metrics.SESSIONS.inc()
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -64,6 +67,7 @@ class ImapServer:
         except asyncio.CancelledError:
             pass  # shutdown cancelled it: end quietly (asyncio would log a cancelled handler)
         finally:
+            metrics.SESSIONS.dec()
             if task is not None:
                 self._tasks.discard(task)
 

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from mailpair.protocols.imap import framing, mutf7, reads, wire
+from mailpair.protocols.imap import framing, metrics, mutf7, reads, wire
 from mailpair.protocols.imap.args import Args, Atom, ParseError, tokenize
 from mailpair.protocols.imap.selected import Selected
 from mailpair.store.errors import (
@@ -371,6 +371,7 @@ class Session:
                 log.exception("IMAP: reading mailbox changes failed")
                 self.dirty = True
         elapsed = time.perf_counter() - started
+        metrics.observe(name, reply, elapsed)
         self.send(tag + b" " + reply + (b" (%.3f secs)" % elapsed if reply.startswith(b"OK") else b"") + b"\r\n")
         self.current = ""
 
