@@ -35,6 +35,7 @@ class Replayer:
         self.replayed = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._busy: asyncio.Future | None = None
         self._checkpointed = db.applied_lsn
 
     async def start(self) -> None:
@@ -61,11 +62,24 @@ class Replayer:
         self.error = None
         self._wake.set()
 
+    async def _on_writer(self, fn, *args):
+        """Run a store call on a worker thread; shielded, so close() can wait for it to end
+        rather than leave it to reach the writer after the store has stopped it."""
+        self._busy = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        try:
+            return await asyncio.shield(self._busy)
+        finally:
+            if self._busy.done():
+                self._busy = None
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+        if self._busy is not None:
+            with contextlib.suppress(BaseException):
+                await self._busy
 
     def _target(self) -> tuple[int, float | None]:
         """The last LSN that may be replayed now, and when the next one becomes due."""
@@ -97,7 +111,7 @@ class Replayer:
                 target, _ = self._target()
             upto = min(target, self.db.applied_lsn + STEP)
             try:
-                n = await asyncio.to_thread(self.db.replay_stored, upto, STEP)
+                n = await self._on_writer(self.db.replay_stored, upto, STEP)
             except Exception as e:  # a record that cannot be applied stops replay; nothing is skipped
                 self.error = f"replay stopped at LSN {self.db.applied_lsn + 1}: {e}"
                 log.error("database %s: %s", self.db.name, self.error)
@@ -110,5 +124,5 @@ class Replayer:
                 self.last_replayed_time = ts
             if applied - self._checkpointed >= self.checkpoint_every:
                 # the passive's state file becomes durable and its old log segments can go
-                await asyncio.to_thread(self.db.checkpoint)
+                await self._on_writer(self.db.checkpoint)
                 self._checkpointed = applied

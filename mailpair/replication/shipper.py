@@ -107,8 +107,12 @@ class LiveFeed:
         self.max_records = max_records
         self.items: collections.deque[tuple[int, bytes]] = collections.deque()
         self.bytes = 0  # held in items
+        self.dropped_upto = 0  # the last LSN dropped by an overflow: from files only
         self.event = asyncio.Event()
         db.log_listeners.append(self._listener)
+        # Every record from here on reaches this feed (its listener runs after the append that
+        # moves last_lsn); earlier ones are read back from the segment files.
+        self.start_lsn = db.log.last_lsn + 1
 
     def _listener(self, records: list[Record], raws: list[bytes]) -> None:
         # writer thread: hand over without blocking
@@ -122,6 +126,7 @@ class LiveFeed:
         if len(self.items) + len(raws) > self.max_records or self.bytes + size > self.MAX_BYTES:
             self.items.clear()  # the stream reads these back from segment files instead
             self.bytes = 0
+            self.dropped_upto = first + len(raws) - 1
         else:
             self.items.extend((first + i, raw) for i, raw in enumerate(raws))
             self.bytes += size
@@ -148,6 +153,7 @@ class Shipper:
         self.refused: list[dict[str, Any]] = []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._pin_tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -194,6 +200,9 @@ class Shipper:
         for t in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await t
+        # Pins in flight run on the writer thread: let them finish (never cancel them) so none is
+        # queued after the store has stopped its writer.
+        await asyncio.gather(*self._pin_tasks, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
@@ -412,6 +421,8 @@ class Shipper:
             if view.pin_task is None or view.pin_task.done():
                 # in the background: a pin waits its turn on the writer thread, acks must not
                 view.pin_task = asyncio.create_task(self._pin(db, view, view.acked + 1))
+                self._pin_tasks.add(view.pin_task)
+                view.pin_task.add_done_callback(self._pin_tasks.discard)
 
     async def _send_loop(self, db: Database, view: CopyView, live: LiveFeed, start: int, writer) -> None:
         nxt = start
@@ -429,18 +440,25 @@ class Shipper:
                 nxt += len(raws)
                 continue
             head = db.log.last_lsn
-            if nxt <= head:
+            coming = nxt >= live.start_lsn and nxt > live.dropped_upto  # the feed will hand it over
+            if nxt <= head and (live.items or not coming):
                 # file mode: read back from segments up to the head, or up to what live holds
                 upto = live.items[0][0] - 1 if live.items else head
                 view.mode = "file"
                 nxt = await self._send_from_files(db, view, writer, nxt, upto)
                 continue
             live.event.clear()
-            if not live.items and db.log.last_lsn < nxt:
+            if not live.items:
+                pending = nxt <= db.log.last_lsn  # written; its hand-over is on the way
                 try:
-                    await asyncio.wait_for(live.event.wait(), s.heartbeat_s)
+                    await asyncio.wait_for(live.event.wait(), 0.5 if pending else s.heartbeat_s)
                 except TimeoutError:
-                    await protocol.send(writer, self._heartbeat(db, view), WRITE_TIMEOUT)
+                    if pending:
+                        # never handed over (the store skips listeners when a commit fails after
+                        # its append): read it back from the files instead
+                        live.dropped_upto = max(live.dropped_upto, db.log.last_lsn)
+                    else:
+                        await protocol.send(writer, self._heartbeat(db, view), WRITE_TIMEOUT)
 
     async def _send_from_files(self, db: Database, view: CopyView, writer, nxt: int, upto: int) -> int:
         s = self.settings
