@@ -39,12 +39,15 @@ class NodeConfig:
     max_message_bytes: int = 25 * 1024 * 1024
     segment_size: int = 32 * 1024 * 1024
     log_json: bool = False
+    imaps: Listen | None = None  # IMAP with TLS from the first byte (port 993 style), if set
+    tls_cert: str | None = None  # PEM files for STARTTLS and imaps; None: a self-signed pair in DATA/tls
+    tls_key: str | None = None
     lmtp_socket: str | None = None  # LMTP also listens on this Unix socket path (for a local MTA)
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
         raw = json.loads(Path(path).read_text())
-        for key in ("imap", "lmtp", "smtp", "admin", "replication", "peer_replication", "peer_admin"):
+        for key in ("imap", "imaps", "lmtp", "smtp", "admin", "replication", "peer_replication", "peer_admin"):
             if raw.get(key) is not None:
                 raw[key] = Listen(**raw[key])
         return cls(**raw)

@@ -93,7 +93,7 @@ class Node:
     async def _start_protocols(self) -> None:
         from mailpair.protocols import available_listeners
 
-        for name, starter, settings in available_listeners(self.config):
+        for name, starter, settings in await asyncio.to_thread(available_listeners, self.config):
             self.servers[name] = await starter(self.store, settings)
 
     async def _start_shipper(self) -> None:
@@ -133,7 +133,7 @@ class Node:
 
     async def stop(self) -> None:
         self.event("stop", f"node {self.config.name} stopping")
-        for name in ["imap", "lmtp", "smtp", "admin", "replication"]:
+        for name in ["imap", "imaps", "lmtp", "smtp", "admin", "replication"]:
             server = self.servers.pop(name, None)
             if server is not None:
                 try:

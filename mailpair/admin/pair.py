@@ -112,7 +112,7 @@ def create_pair(root: Path, users: int, password: str, mode: str) -> dict[str, A
     secret = secrets.token_hex(16)
     token = secrets.token_hex(16)
     node_names = _node_names()
-    ports = {n: {k: free_port() for k in ("imap", "lmtp", "smtp", "admin", "replication")} for n in NODE_NAMES}
+    ports = {n: {k: free_port() for k in ("imap", "imaps", "lmtp", "smtp", "admin", "replication")} for n in NODE_NAMES}
     for i, name in enumerate(node_names):
         peer = NODE_NAMES[1 - i]
         data = root / name
@@ -123,6 +123,7 @@ def create_pair(root: Path, users: int, password: str, mode: str) -> dict[str, A
             role="active" if i == 0 else "passive",
             domain=DOMAIN,
             imap=Listen(port=ports[name]["imap"]),
+            imaps=Listen(port=ports[name]["imaps"]),
             lmtp=Listen(port=ports[name]["lmtp"]),
             smtp=Listen(port=ports[name]["smtp"]),
             admin=Listen(port=ports[name]["admin"]),
@@ -245,6 +246,7 @@ def describe(pair: dict[str, Any]) -> dict[str, Any]:
                 "data": cfg.data,
                 "config": str(path),
                 "imap": cfg.imap.port,
+                "imaps": cfg.imaps.port if cfg.imaps else None,
                 "lmtp": cfg.lmtp.port,
                 "smtp": cfg.smtp.port,
                 "admin": cfg.admin.port,

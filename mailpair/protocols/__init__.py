@@ -6,12 +6,14 @@ listener the active node runs.
 
 from __future__ import annotations
 
-import importlib
 import logging
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mailpair.config import NodeConfig
+from mailpair.protocols.tls import self_signed
 
 log = logging.getLogger("mailpair.protocols")
 
@@ -21,26 +23,45 @@ def _settings(cls: type, **values: Any) -> Any:
     return cls(**{k: v for k, v in values.items() if k in known})
 
 
+def node_certificate(config: NodeConfig) -> tuple[str | None, str | None]:
+    """The certificate the node's TLS listeners use: the configured one, else a self-signed one
+    kept in DATA/tls. (None, None) if none can be made: mail still flows, without TLS."""
+    if config.tls_cert and config.tls_key:
+        return config.tls_cert, config.tls_key
+    try:
+        cert, key = self_signed(Path(config.data) / "tls", config.domain)
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("no TLS certificate (cannot make a self-signed one: %s)", e)
+        return None, None
+    return str(cert), str(key)
+
+
 def available_listeners(config: NodeConfig) -> list[tuple[str, Callable, Any]]:
+    """Blocking (it may run openssl once): call it off the event loop."""
+    from mailpair.protocols.delivery import DeliverySettings
+    from mailpair.protocols.imap import ImapSettings, start_imap
+    from mailpair.protocols.lmtp import start_lmtp
+    from mailpair.protocols.smtp import start_smtp
+
+    cert, key = node_certificate(config)
+    listeners: list[tuple[str, Callable, type, Any, dict[str, Any]]] = [
+        ("lmtp", start_lmtp, DeliverySettings, config.lmtp, {"unix_socket": config.lmtp_socket}),
+        ("smtp", start_smtp, DeliverySettings, config.smtp, {}),
+        ("imap", start_imap, ImapSettings, config.imap, {}),
+    ]
+    if config.imaps is not None and cert:
+        listeners.append(("imaps", start_imap, ImapSettings, config.imaps, {"implicit_tls": True}))
     out = []
-    for name, module, starter, settings_cls, listen in (
-        ("lmtp", "mailpair.protocols.lmtp", "start_lmtp", ("mailpair.protocols.delivery", "DeliverySettings"), config.lmtp),
-        ("smtp", "mailpair.protocols.smtp", "start_smtp", ("mailpair.protocols.delivery", "DeliverySettings"), config.smtp),
-        ("imap", "mailpair.protocols.imap", "start_imap", ("mailpair.protocols.imap", "ImapSettings"), config.imap),
-    ):
-        try:
-            mod = importlib.import_module(module)
-            scls = getattr(importlib.import_module(settings_cls[0]), settings_cls[1])
-        except ModuleNotFoundError as e:
-            log.warning("%s listener not available: %s", name, e)
-            continue
+    for name, starter, scls, listen, extra in listeners:
         settings = _settings(
             scls,
             host=listen.host,
             port=listen.port,
             domain=config.domain,
             max_message_bytes=config.max_message_bytes,
-            unix_socket=config.lmtp_socket if name == "lmtp" else None,
+            tls_cert=cert,
+            tls_key=key,
+            **extra,
         )
-        out.append((name, getattr(mod, starter), settings))
+        out.append((name, starter, settings))
     return out

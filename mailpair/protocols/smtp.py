@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from mailpair.protocols.delivery import DeliverySession, DeliverySettings, Listener
+from mailpair.protocols.tls import self_signed
 from mailpair.store import NodeStore
 
 log = logging.getLogger("mailpair.smtp")
@@ -45,20 +46,6 @@ class SmtpSession(DeliverySession):
         await self._ehlo(hostname or "")
 
 
-def _self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
-    cert, key = directory / "smtp-cert.pem", directory / "smtp-key.pem"
-    if cert.exists() and key.exists():
-        return cert, key
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "825", "-subj", f"/CN={hostname}", "-addext", f"subjectAltName=DNS:{hostname}",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    key.chmod(0o600)
-    return cert, key
-
-
 async def tls_context(settings: DeliverySettings, hostname: str) -> tuple[ssl.SSLContext, Path | None]:
     """The STARTTLS context, and a temporary directory to remove on close (or None)."""
     temp = None
@@ -70,7 +57,7 @@ async def tls_context(settings: DeliverySettings, hostname: str) -> tuple[ssl.SS
             directory.mkdir(parents=True, exist_ok=True)
         else:
             directory = temp = Path(tempfile.mkdtemp(prefix="mailpair-smtp-tls-"))
-        cert, key = await asyncio.to_thread(_self_signed, directory, hostname)
+        cert, key = await asyncio.to_thread(self_signed, directory, hostname, "smtp")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     return ctx, temp

@@ -194,3 +194,28 @@ def test_metrics_count_imap_commands(pair):
     c.logout()
     login, fetch, nosel = counts()
     assert (login, fetch, nosel) == (login0 + 1, fetch0 + 3, nosel0 + 1)
+
+
+def test_node_offers_tls_with_one_certificate(pair):
+    """The node's own certificate (self-signed, kept in DATA/tls) serves imaps, IMAP STARTTLS and
+    SMTP STARTTLS; a client that trusts it verifies every one."""
+    import imaplib
+    import smtplib
+    import ssl
+
+    node = active(pair)
+    ctx = ssl.create_default_context(cafile=str(Path(node["data"]) / "tls" / "node-cert.pem"))
+    ctx.check_hostname = False
+    c = imaplib.IMAP4_SSL("127.0.0.1", node["imaps"], ssl_context=ctx)
+    assert c.login("user1", pair["users"][0]["password"])[0] == "OK"
+    assert c.select("INBOX")[0] == "OK"
+    c.logout()
+    c = imaplib.IMAP4("127.0.0.1", node["imap"])
+    assert "STARTTLS" in c.capabilities
+    c.starttls(ssl_context=ctx)
+    assert c.login("user1", pair["users"][0]["password"])[0] == "OK"
+    c.logout()
+    s = smtplib.SMTP("127.0.0.1", node["smtp"])
+    s.starttls(context=ctx)
+    assert s.sendmail("a@example.org", [f"user1@{pair['domain']}"], "Subject: tls\r\n\r\nover TLS\r\n") == {}
+    s.quit()
