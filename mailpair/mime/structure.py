@@ -61,14 +61,13 @@ def _simple_addresses(values: list[str]) -> list[tuple[str, str]] | None:
     return out
 
 
-def _addresses(msg: Message, name: str) -> Nested | None:
-    values = _raw_values(msg, name)
-    if not values:
-        return None
+# A whole header value that is one RFC 5322 group: `name: members;` (members may be empty).
+_GROUP = re.compile(r'\s*([^:"<>,;@()]+):(.*);\s*')
+
+
+def _address_structs(pairs: list[tuple[str, str]]) -> Nested:
     out: Nested = []
-    raw = [str(v).replace("\r\n", "").replace("\n", "") for v in values]
-    pairs = _simple_addresses(raw)
-    for display, addr in pairs if pairs is not None else getaddresses(raw):
+    for display, addr in pairs:
         if not addr and not display:
             continue
         if "@" in addr:
@@ -83,6 +82,26 @@ def _addresses(msg: Message, name: str) -> Nested | None:
                 host.encode("utf-8", "surrogateescape") or None,
             ]
         )
+    return out
+
+
+def _addresses(msg: Message, name: str) -> Nested | None:
+    values = _raw_values(msg, name)
+    if not values:
+        return None
+    out: Nested = []
+    for value in (str(v).replace("\r\n", "").replace("\n", "") for v in values):
+        group = _GROUP.fullmatch(value)
+        if group is not None:
+            # RFC 3501 7.4.2: a group is a start marker (NIL NIL name NIL), its members, and an
+            # end marker (NIL NIL NIL NIL); `undisclosed-recipients:;` is the common one.
+            members = group.group(2).strip()
+            out.append([None, None, group.group(1).strip().encode("utf-8", "surrogateescape"), None])
+            out += _address_structs(getaddresses([members]) if members else [])
+            out.append([None, None, None, None])
+            continue
+        pairs = _simple_addresses([value])
+        out += _address_structs(pairs if pairs is not None else getaddresses([value]))
     return out or None
 
 

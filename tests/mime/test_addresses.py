@@ -46,3 +46,16 @@ def test_envelope_addresses():
     env, _ = analyse(b"From: Ann Lee <ann@example.org>\r\nTo: bob@example.org, Cy <cy@example.org>\r\nSubject: x\r\n\r\nhi\r\n")
     assert env[2] == [[b"Ann Lee", None, b"ann", b"example.org"]]
     assert env[5] == [[None, None, b"bob", b"example.org"], [b"Cy", None, b"cy", b"example.org"]]
+
+
+def test_groups_become_start_and_end_markers():
+    env, _ = analyse(
+        b"From: a@example.org\r\nTo: undisclosed-recipients:;\r\nCc: Team: b@example.org, Cy <c@example.org>;\r\n\r\nx\r\n"
+    )
+    assert env[5] == [[None, None, b"undisclosed-recipients", None], [None, None, None, None]]
+    assert env[6] == [
+        [None, None, b"Team", None],
+        [None, None, b"b", b"example.org"],
+        [b"Cy", None, b"c", b"example.org"],
+        [None, None, None, None],
+    ]
