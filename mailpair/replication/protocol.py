@@ -42,11 +42,15 @@ def encode(msg: dict[str, Any]) -> bytes:
 async def read_frame(reader: asyncio.StreamReader, timeout: float | None = None) -> dict[str, Any]:
     """Read one message; raises ProtocolError on damage, asyncio.TimeoutError on a stalled peer,
     asyncio.IncompleteReadError when the peer closed."""
-    head = await asyncio.wait_for(reader.readexactly(HEADER.size), timeout)
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+    # arrives as the read completes, and a reader that cannot be cancelled hangs its owner.
+    async with asyncio.timeout(timeout):
+        head = await reader.readexactly(HEADER.size)
     length, crc = HEADER.unpack(head)
     if length > MAX_FRAME:
         raise ProtocolError(f"frame of {length} bytes is over the limit of {MAX_FRAME}")
-    body = await asyncio.wait_for(reader.readexactly(length), timeout)
+    async with asyncio.timeout(timeout):
+        body = await reader.readexactly(length)
     if crc32c.crc32c(body) != crc:
         raise ProtocolError("frame failed its checksum (damaged in transit)")
     try:
@@ -68,7 +72,8 @@ def expect(msg: dict[str, Any], kind: str) -> dict[str, Any]:
 
 async def send(writer: asyncio.StreamWriter, msg: dict[str, Any], timeout: float | None = None) -> None:
     writer.write(encode(msg))
-    await asyncio.wait_for(writer.drain(), timeout)
+    async with asyncio.timeout(timeout):
+        await writer.drain()
 
 
 def error(code: str, message: str, lsn: int | None = None) -> dict[str, Any]:

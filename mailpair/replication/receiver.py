@@ -45,7 +45,8 @@ class CopyFailed(Exception):
 async def connect(settings: ReplicationSettings) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
     if not settings.peer_host or not settings.peer_port:
         raise ConnectionError("no active configured (peer_replication is empty)")
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(settings.peer_host, settings.peer_port), CONNECT_TIMEOUT)
+    async with asyncio.timeout(CONNECT_TIMEOUT):
+        reader, writer = await asyncio.open_connection(settings.peer_host, settings.peer_port)
     try:
         active = await auth.as_passive(reader, writer, settings.secret, settings.node)
     except BaseException:
@@ -197,9 +198,10 @@ class CopyWorker:
             if time.monotonic() - started > 5:
                 backoff = self.settings.reconnect_min_s  # it ran a good while: start the backoff again
             self.reconnects += 1
+            self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                self._wake.clear()
-                await asyncio.wait_for(self._wake.wait(), backoff)
+                async with asyncio.timeout(backoff):
+                    await self._wake.wait()
             backoff = min(backoff * 2, self.settings.reconnect_max_s)
 
     def _fail(self, reason: str) -> None:
@@ -297,9 +299,11 @@ class CopyWorker:
                 if err is not None:
                     raise err
         finally:
-            pump.cancel()
-            with contextlib.suppress(BaseException):
-                await pump
+            # cancel until it is really gone: a pump left blocked on a full queue would hang
+            # this stream, its worker and the node's shutdown
+            while not pump.done():
+                pump.cancel()
+                await asyncio.wait({pump}, timeout=0.1)
             _close(writer)
 
     async def _pump(self, reader: asyncio.StreamReader, frames: asyncio.Queue) -> None:

@@ -102,7 +102,8 @@ class Replayer:
                 self._wake.clear()
                 timeout = min(due_in, 1.0) if due_in is not None else 1.0
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
                 continue
             if target - self.db.applied_lsn < STEP:
                 # Let a few batches gather first: each replay call reads its log segment back,

@@ -205,7 +205,8 @@ class Shipper:
         await asyncio.gather(*self._pin_tasks, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await self._server.wait_closed()
         for name, gate in self.gates.items():
             db = self.store.databases.get(name)
             if db is not None and db.ack_waiter == gate.waiter:
@@ -287,7 +288,8 @@ class Shipper:
             self._tasks.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1)
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
 
     def _db(self, msg: dict[str, Any]) -> Database | None:
         name = msg.get("db")
@@ -451,7 +453,8 @@ class Shipper:
             if not live.items:
                 pending = nxt <= db.log.last_lsn  # written; its hand-over is on the way
                 try:
-                    await asyncio.wait_for(live.event.wait(), 0.5 if pending else s.heartbeat_s)
+                    async with asyncio.timeout(0.5 if pending else s.heartbeat_s):
+                        await live.event.wait()
                 except TimeoutError:
                     if pending:
                         # never handed over (the store skips listeners when a commit fails after
