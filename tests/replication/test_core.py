@@ -61,7 +61,9 @@ def test_pair_up_gives_a_healthy_copy(tmp_path):
         else:
             raise AssertionError(f"no Healthy copy of the new database: {dbs}")
         # the pair comes back with its data: `pair up` again waits for Healthy copies of both
+        t0 = time.monotonic()
         pairutil.pair_down(tmp_path / "p")
+        assert time.monotonic() - t0 < 10  # both stopped on SIGTERM (pair down kills after 20 s)
         for name in ("node1", "node2"):
             assert "Traceback" not in (tmp_path / "p" / name / "node.log").read_text()  # a clean stop
         pairutil.pair_up(tmp_path / "p")
