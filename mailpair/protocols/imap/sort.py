@@ -45,22 +45,7 @@ def parse_criteria(v) -> list[tuple[str, bool]]:
 
 
 def _decode(b: bytes | None) -> str:
-    if not b:
-        return ""
-    try:
-        parts = email.header.decode_header(b.decode("utf-8", "replace"))
-        out = []
-        for text, cs in parts:
-            if isinstance(text, bytes):
-                try:
-                    out.append(text.decode(cs or "utf-8", "replace"))
-                except LookupError:
-                    out.append(text.decode("utf-8", "replace"))
-            else:
-                out.append(text)
-        return "".join(out)
-    except Exception:
-        return b.decode("utf-8", "replace")
+    return search._decode_header(b.decode("utf-8", "replace")) if b else ""
 
 
 def base_subject(raw: bytes | None) -> str:
