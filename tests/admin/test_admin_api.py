@@ -154,7 +154,10 @@ def test_dashboard_in_headless_chromium(pair, tmp_path):
     dom = subprocess.run([_chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
     assert "node1" in dom and "active" in dom
     assert re.search(r"<td[^>]*>mail</td>", dom), "database row missing"
-    assert "Mounted" in dom or "Healthy" in dom
+    assert "Mounted" in dom
+    # The passive's copy with its status and the buttons that act on it.
+    assert re.search(r"node2</td>\s*<td[^>]*>\s*(<[^>]+>)?\s*Healthy", dom), "passive copy row missing"
+    assert "reseed</button>" in dom
     shot = tmp_path / "dashboard.png"
     subprocess.run([_chromium(), *flags, f"--screenshot={shot}", url], capture_output=True, timeout=90)
     assert shot.exists() and shot.stat().st_size > 10_000
