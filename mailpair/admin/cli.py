@@ -8,6 +8,7 @@ never write the same database at once.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 import urllib.error
@@ -58,10 +59,13 @@ def node_run(config_path: Path) -> None:
     """Run a node from its configuration file until SIGTERM."""
     from mailpair.node import DataDirLocked
     from mailpair.node import main as node_main
+    from mailpair.store import StoreError
 
     try:
         node_main(config_path.resolve())
-    except DataDirLocked as e:
+    except (DataDirLocked, StoreError) as e:
+        # One clear line in the node's log (pair up shows it), not a traceback.
+        logging.getLogger("mailpair.node").error("cannot start: %s", e)
         _fail(str(e))
 
 

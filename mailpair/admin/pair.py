@@ -183,7 +183,10 @@ def start_node(config_path: Path, cfg: NodeConfig) -> int:
     state = read_state(Path(cfg.data))
     if state and _pid_alive(state["pid"], config_path):
         return state["pid"]
-    logf = open(Path(cfg.data) / "node.log", "ab")
+    log = Path(cfg.data) / "node.log"
+    if log.exists():  # keep the previous run's log beside, so this run's errors are read alone
+        os.replace(log, log.with_name("node.log.1"))
+    logf = open(log, "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailpair", "node", "run", "--config", str(config_path)],
         stdout=logf,
@@ -218,7 +221,11 @@ def wait_ready(pair: dict[str, Any], timeout: float = 90.0, want_healthy: bool =
         for _path, cfg in _configs(pair):
             log = Path(cfg.data) / "node.log"
             state = read_state(Path(cfg.data))
-            if state is None and log.exists() and b"Traceback" in log.read_bytes()[-4000:]:
+            tail = log.read_bytes()[-4000:] if state is None and log.exists() else b""
+            if b"cannot start: " in tail:
+                why = tail.rsplit(b"cannot start: ", 1)[1].split(b"\n", 1)[0].decode(errors="replace").rstrip('"}')
+                raise PairError(f"{cfg.name} cannot start: {why}")
+            if b"Traceback" in tail:
                 raise PairError(f"{cfg.name} failed to start; see {log}")
         time.sleep(0.2)
     raise PairError(f"pair not ready after {timeout:.0f}s: {last_problem}")

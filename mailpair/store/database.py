@@ -192,8 +192,16 @@ class Database:
             fsync=self.config.fsync,
         )
         self.log.open()
-        self._conn = connect(self.path / "state.sqlite")
-        state_id = get_meta(self._conn, "db_id")
+        try:
+            self._conn = connect(self.path / "state.sqlite")
+            state_id = get_meta(self._conn, "db_id")
+        except sqlite3.DatabaseError as e:
+            self.log.close()
+            raise StoreError(
+                f"database {self.name}: state file {self.path / 'state.sqlite'} is damaged ({e}); "
+                f"the log holds the truth: `mailpair db rebuild {self.name} --data {self.path.parent.parent}` "
+                "rebuilds it (on a passive copy, `mailpair copy reseed` also does)"
+            ) from None
         if state_id is None:
             set_meta(self._conn, "db_id", self.db_id)
         elif state_id != self.db_id:

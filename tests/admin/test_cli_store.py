@@ -80,3 +80,36 @@ def test_a_third_node_is_refused(tmp_path):
     assert "exactly two nodes" in r.stderr and "node3" in r.stderr
     r = mp("status", "--dir", str(tmp_path), "--json")
     assert r.returncode != 0 and "exactly two nodes" in r.stderr
+
+
+def test_damaged_state_file_stops_the_node_with_the_fix_and_rebuild_brings_it_back(tmp_path):
+    import imaplib
+
+    from pairutil import pair_down, pair_up
+
+    root = tmp_path / "pair"
+    info = pair_up(root, users=1)
+    pair_down(root)
+    node1 = next(n for n in info["nodes"] if n["name"] == "node1")
+    state = tmp_path / "pair" / "node1" / "databases" / "mail" / "state.sqlite"
+    with open(state, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff" * 4000)
+    r = mp("pair", "up", "--dir", str(root))
+    try:
+        assert r.returncode != 0
+        assert "node1 cannot start" in r.stderr and "is damaged" in r.stderr and "mailpair db rebuild mail" in r.stderr
+        assert "Traceback" not in (root / "node1" / "node.log").read_text()
+    finally:
+        pair_down(root)
+    r = mp("db", "rebuild", "mail", "--data", str(root / "node1"))
+    assert r.returncode == 0, r.stderr
+    info = pair_up(root)
+    try:
+        c = imaplib.IMAP4("127.0.0.1", node1["imap"])
+        c.login("user1", info["users"][0]["password"])
+        typ, data = c.select("INBOX")
+        assert typ == "OK" and int(data[0]) == 3  # the sample mail, replayed from the log
+        c.logout()
+    finally:
+        pair_down(root)
