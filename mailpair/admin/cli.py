@@ -60,10 +60,12 @@ def node_run(config_path: Path) -> None:
     from mailpair.node import DataDirLocked
     from mailpair.node import main as node_main
     from mailpair.store import StoreError
+    from mailpair.store.apply import ReplayError
+    from mailpair.store.log import LogError
 
     try:
         node_main(config_path.resolve())
-    except (DataDirLocked, StoreError) as e:
+    except (DataDirLocked, StoreError, LogError, ReplayError) as e:
         # One clear line in the node's log (pair up shows it), not a traceback.
         logging.getLogger("mailpair.node").error("cannot start: %s", e)
         _fail(str(e))
