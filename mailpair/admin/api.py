@@ -45,8 +45,8 @@ def _field(body: dict[str, Any], key: str, kind: type, required: bool = False, d
         raise ValueError(f"{key} must be an integer")
     if kind is not int and not isinstance(value, kind):
         raise ValueError(f"{key} must be a {kind.__name__}")
-    if kind is int and value < 0:
-        raise ValueError(f"{key} must not be negative")
+    if kind is int and not 0 <= value < 2**63:
+        raise ValueError(f"{key} must be between 0 and 2**63-1")
     if kind is str and required and not value:
         raise ValueError(f"{key} must not be empty")
     return value

@@ -53,7 +53,7 @@ OPENAPI = {
                     "properties": {
                         "name": _USER_NAME,
                         "password": {"type": "string", "minLength": 1},
-                        "quota": {"type": "integer", "minimum": 0},
+                        "quota": {"type": "integer", "minimum": 0, "maximum": 9223372036854775807},
                         "database": {"type": "string"},
                     },
                     "required": ["name", "password"],
@@ -71,7 +71,11 @@ OPENAPI = {
         "/api/users/{name}/quota": {
             "post": _op(
                 "Set an account's quota in bytes (0: unlimited)",
-                body={"type": "object", "properties": {"quota": {"type": "integer", "minimum": 0}}, "required": ["quota"]},
+                body={
+                    "type": "object",
+                    "properties": {"quota": {"type": "integer", "minimum": 0, "maximum": 9223372036854775807}},
+                    "required": ["quota"],
+                },
                 params=[_NAME],
             )
         },

@@ -373,8 +373,15 @@ class Database:
             if batch:
                 try:
                     self._commit_batch(batch)
-                except BaseException as e:  # never leave a caller waiting
+                except BaseException as e:  # never leave a caller waiting, nor a transaction open
                     log.exception("database %s: write failed", self.name)
+                    if self._conn is not None and self._conn.in_transaction:
+                        try:
+                            self._conn.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass
+                    if self.log.last_lsn > self.applied_lsn:
+                        self._needs_replay = True  # durable records the state lacks: replay them first
                     _resolve([(req, None, StoreUnavailable(f"write failed: {e}")) for req in batch])
             if isinstance(item, _CallRequest):
                 try:
@@ -422,6 +429,13 @@ class Database:
                 conn.execute("RELEASE op")
                 err = e if isinstance(e, StoreError) else StoreError(str(e))
                 outcomes.append((req, None, err))
+            except Exception as e:
+                # An argument no record can hold (an int over 64 bits, say) or a bug: this operation
+                # fails alone, and the batch's transaction stays usable for the others.
+                log.exception("database %s: %s failed", self.name, req.kind)
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                outcomes.append((req, None, StoreError(f"{req.kind} cannot be done: {type(e).__name__}: {e}")))
         try:
             if records:
                 raws = [r.encode() for r in records]

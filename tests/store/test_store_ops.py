@@ -163,3 +163,34 @@ def test_password_hash_is_slow_enough_and_checks():
     assert not verify_password("wrong", h)
     assert not verify_password("x", "garbage")
     assert 0.005 < elapsed < 1.0
+
+
+def test_an_operation_that_cannot_be_recorded_fails_alone_and_the_store_goes_on(tmp_path):
+    """A value no record can hold (an int over 64 bits) fails that operation with a clear error;
+    the writer's transaction is not left open, so later writes succeed."""
+    from mailpair.store import Database, StoreError, hash_password
+
+    db = Database.create(tmp_path / "db")
+    try:
+        db.commit("account_add", name="ann", hash=hash_password("pw"), quota=0)
+        futures = [
+            db.submit("quota_set", {"name": "ann", "quota": 2**70}),
+            db.submit("quota_set", {"name": "ann", "quota": 5000}),
+        ]
+        with pytest.raises(StoreError, match="cannot be done"):
+            futures[0].result()
+        futures[1].result()
+        db.commit("account_add", name="bob", hash=hash_password("pw"), quota=0)
+        quotas = db.read_sync(lambda c: dict(c.execute("SELECT name, quota_bytes FROM accounts").fetchall()))
+        assert quotas == {"ann": 5000, "bob": 0}
+    finally:
+        db.close()
+    db = Database(tmp_path / "db")  # and the log replays to the same state
+    db.open()
+    try:
+        assert db.read_sync(lambda c: dict(c.execute("SELECT name, quota_bytes FROM accounts").fetchall())) == {
+            "ann": 5000,
+            "bob": 0,
+        }
+    finally:
+        db.close()
