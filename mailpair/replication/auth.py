@@ -6,7 +6,9 @@
     active  -> passive  welcome   {mac = HMAC(secret, "active" | nonce_p | nonce_a)}
 
 Each side proves it knows the secret over a nonce the other chose, so a recorded exchange cannot
-be replayed and neither side talks to an impostor; the secret itself never crosses the wire. The
+be replayed and neither side talks to an impostor; the secret itself never crosses the wire.
+Both sides then derive one key per direction from the secret and both nonces, and every later
+frame carries a tag under it (protocol.secure). The
 passive proves itself first, so the active (which holds the data) is the one that refuses and
 logs a node with the wrong secret; the passive then checks the active in turn.
 """
@@ -29,6 +31,11 @@ class AuthFailed(Exception):
 
 def _mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
     return hmac.new(secret, role + b"|" + first + b"|" + second, hashlib.sha256).digest()
+
+
+def _session_keys(secret: bytes, nonce_a: bytes, nonce_p: bytes) -> tuple[bytes, bytes]:
+    """(passive-to-active key, active-to-passive key) for this connection."""
+    return _mac(secret, b"key p->a", nonce_a, nonce_p), _mac(secret, b"key a->p", nonce_a, nonce_p)
 
 
 def _bytes(value: object) -> bytes:
@@ -55,6 +62,8 @@ async def as_passive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         raise AuthFailed(f"the active refused this node: {e}") from None
     if not hmac.compare_digest(_mac(secret, b"active", nonce_p, nonce_a), _bytes(welcome.get("mac"))):
         raise AuthFailed(f"the peer claiming to be the active ({msg.get('node')}) does not know the cluster secret")
+    to_active, to_passive = _session_keys(secret, nonce_a, nonce_p)
+    protocol.secure(reader, writer, send_key=to_active, receive_key=to_passive)
     return str(msg.get("node"))
 
 
@@ -70,4 +79,6 @@ async def as_active(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
         await protocol.send(writer, protocol.error("auth", "authentication failed: wrong cluster secret"), TIMEOUT)
         raise AuthFailed(f"node {peer!r} failed authentication (wrong cluster secret)")
     await protocol.send(writer, {"t": "welcome", "mac": _mac(secret, b"active", nonce_p, nonce_a)}, TIMEOUT)
+    to_active, to_passive = _session_keys(secret, nonce_a, nonce_p)
+    protocol.secure(reader, writer, send_key=to_passive, receive_key=to_active)
     return peer

@@ -2,7 +2,10 @@
 
 A frame is `length u32 | crc32c u32 | body`, body a msgpack map with a type under "t". The frame's
 own checksum catches damage in transit before anything in it is believed (records also carry
-their own checksum, checked again by inspection). A frame that is too long, fails its checksum
+their own checksum, checked again by inspection). Once the peers have authenticated (auth.py),
+every frame also ends in a 16-byte HMAC-SHA256 tag under a per-connection key and a per-direction
+frame counter, so someone on the path can neither alter records (and fix up the CRCs), nor
+replay, drop or reorder frames without the receiver noticing. A frame that is too long, fails its checksum
 or does not decode is a protocol error: the connection is dropped and the passive asks again
 from its stored LSN, so nothing damaged is ever used.
 """
@@ -10,6 +13,8 @@ from its stored LSN, so nothing damaged is ever used.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import struct
 from typing import Any
 
@@ -17,6 +22,8 @@ import crc32c
 import msgpack
 
 HEADER = struct.Struct("<II")
+TAG_SIZE = 16
+_COUNTER = struct.Struct("<Q")
 MAX_FRAME = 96 * 1024 * 1024  # a batch of records; a single record is at most one segment (32 MiB)
 VERSION = 1
 
@@ -34,9 +41,31 @@ class PeerError(Exception):
         self.lsn = lsn
 
 
-def encode(msg: dict[str, Any]) -> bytes:
+class _MacState:
+    """One direction of an authenticated connection: its key and the next frame's number."""
+
+    __slots__ = ("key", "counter")
+
+    def __init__(self, key: bytes):
+        self.key = key
+        self.counter = 0
+
+    def tag(self, body: bytes) -> bytes:
+        tag = hmac.new(self.key, _COUNTER.pack(self.counter) + body, hashlib.sha256).digest()[:TAG_SIZE]
+        self.counter += 1
+        return tag
+
+
+def secure(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, send_key: bytes, receive_key: bytes) -> None:
+    """From now on, frames on this connection carry and must carry a valid tag."""
+    writer._mailpair_mac = _MacState(send_key)  # type: ignore[attr-defined]
+    reader._mailpair_mac = _MacState(receive_key)  # type: ignore[attr-defined]
+
+
+def encode(msg: dict[str, Any], mac: _MacState | None = None) -> bytes:
     body = msgpack.packb(msg, use_bin_type=True)
-    return HEADER.pack(len(body), crc32c.crc32c(body)) + body
+    frame = HEADER.pack(len(body), crc32c.crc32c(body)) + body
+    return frame + mac.tag(body) if mac is not None else frame
 
 
 async def read_frame(reader: asyncio.StreamReader, timeout: float | None = None) -> dict[str, Any]:
@@ -53,6 +82,12 @@ async def read_frame(reader: asyncio.StreamReader, timeout: float | None = None)
         body = await reader.readexactly(length)
     if crc32c.crc32c(body) != crc:
         raise ProtocolError("frame failed its checksum (damaged in transit)")
+    mac = getattr(reader, "_mailpair_mac", None)
+    if mac is not None:
+        async with asyncio.timeout(timeout):
+            tag = await reader.readexactly(TAG_SIZE)
+        if not hmac.compare_digest(mac.tag(body), tag):
+            raise ProtocolError("frame failed its authentication tag (altered, replayed or out of order)")
     try:
         msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
     except Exception as e:  # msgpack raises several types for garbage
@@ -71,7 +106,8 @@ def expect(msg: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 async def send(writer: asyncio.StreamWriter, msg: dict[str, Any], timeout: float | None = None) -> None:
-    writer.write(encode(msg))
+    # Encoding and writing with no await between them keeps the counter in wire order.
+    writer.write(encode(msg, getattr(writer, "_mailpair_mac", None)))
     async with asyncio.timeout(timeout):
         await writer.drain()
 

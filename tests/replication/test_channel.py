@@ -117,3 +117,73 @@ def test_inspection_catches_every_single_bit_flip():
         with pytest.raises(InspectionFailed) as e:
             inspect_batch([bytes(damaged)], 9, 1, DB, DB)
         assert e.value.lsn == 9
+
+
+def test_after_authentication_frames_cannot_be_altered_replayed_or_reordered():
+    """Someone on the path who rewrites a frame and fixes up its CRC, or sends a frame again, is
+    caught by the per-connection tag; untouched frames pass in order."""
+
+    async def run(tamper: str):
+        got: list = []
+
+        async def active(reader, writer):
+            await auth.as_active(reader, writer, b"s3cret", "node1")
+            for i in range(3):
+                await protocol.send(writer, {"t": "hb", "head": i})
+            await writer.drain()
+            writer.close()
+
+        async def path(reader, writer):  # a man in the middle between the passive and the active
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", active_port)
+
+            async def upstream():
+                while data := await reader.read(1 << 16):
+                    up_w.write(data)
+                up_w.close()
+
+            async def downstream():  # frame by frame: challenge and welcome, then tagged frames
+                n = 0
+                try:
+                    while True:
+                        head = await up_r.readexactly(protocol.HEADER.size)
+                        length, _ = protocol.HEADER.unpack(head)
+                        frame = head + await up_r.readexactly(length + (protocol.TAG_SIZE if n >= 2 else 0))
+                        if n == 2 and tamper:
+                            frame = _tampered(frame, tamper)
+                        writer.write(frame)
+                        n += 1
+                except asyncio.IncompleteReadError:
+                    writer.close()
+
+            await asyncio.gather(upstream(), downstream())
+
+        s_active = await asyncio.start_server(active, "127.0.0.1", 0)
+        active_port = s_active.sockets[0].getsockname()[1]
+        s_path = await asyncio.start_server(path, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", s_path.sockets[0].getsockname()[1])
+        await auth.as_passive(reader, writer, b"s3cret", "node2")
+        try:
+            while len(got) < 3:
+                got.append((await protocol.read_frame(reader, 5))["head"])
+        except (protocol.ProtocolError, asyncio.IncompleteReadError) as e:
+            got.append(e)
+        writer.close()
+        s_active.close()
+        s_path.close()
+        return got
+
+    assert asyncio.run(run("")) == [0, 1, 2]
+    for tamper in ("alter", "replay"):
+        got = asyncio.run(run(tamper))
+        assert isinstance(got[-1], protocol.ProtocolError) and "authentication tag" in str(got[-1]), (tamper, got)
+
+
+def _tampered(frame: bytes, how: str) -> bytes:
+    """Change a tagged frame's content and fix up its CRC, or send it twice."""
+    import crc32c
+    import msgpack
+
+    if how == "replay":
+        return frame + frame
+    body = msgpack.packb({"t": "hb", "head": 99}, use_bin_type=True)
+    return protocol.HEADER.pack(len(body), crc32c.crc32c(body)) + body + frame[-protocol.TAG_SIZE :]
