@@ -76,9 +76,9 @@ class Node:
             self.store = await asyncio.to_thread(lambda: NodeStore(self.data, self.db_config()).open(create_default=True))
         else:
             # a damaged copy must not keep the passive down: it shows Failed until reseeded
-            from mailpair.replication.receiver import open_passive_store
-
-            self.store = await asyncio.to_thread(open_passive_store, self.data, self.db_config())
+            self.store = await asyncio.to_thread(
+                lambda: NodeStore(self.data, self.db_config(), writable=False).open(create_default=False, keep_going=True)
+            )
         from mailpair.admin.api import start_admin
 
         if writable:

@@ -26,7 +26,7 @@ from typing import Any
 from mailpair.replication import ReplicationSettings, auth, protocol, seed
 from mailpair.replication.inspect import InspectionFailed, inspect_batch
 from mailpair.replication.replayer import Replayer
-from mailpair.store import Database, DatabaseConfig, NodeStore
+from mailpair.store import Database, NodeStore
 from mailpair.store.log import LogError, Record
 from mailpair.store.schema import get_meta
 
@@ -468,27 +468,6 @@ def _check_snapshot(path: Path, lsn: int, db_id: bytes) -> None:
         conn.close()
 
 
-def open_passive_store(data_dir: Path, config: DatabaseConfig | None = None) -> NodeStore:
-    """Open a passive node's databases one by one. A copy that cannot be opened (a damaged
-    segment or state file on this disk) does not stop the node: it is left closed and listed in
-    `store.broken`, and its copy shows Failed with the reason until an admin reseeds it."""
-    store = NodeStore(data_dir, config, writable=False)
-    store.db_root.mkdir(parents=True, exist_ok=True)
-    store.broken = {}
-    for path in sorted(p for p in store.db_root.iterdir() if (p / "id").exists()):
-        db = Database(path, store.config, writable=False)
-        try:
-            db.open()
-        except Exception as e:
-            store.broken[path.name] = str(e)
-            log.error("copy of %s cannot be opened: %s", path.name, e)
-            with contextlib.suppress(Exception):
-                db.log.close()
-            continue
-        store.databases[db.name] = db
-    return store
-
-
 class Receiver:
     def __init__(self, store: NodeStore, settings: ReplicationSettings):
         self.store = store
@@ -505,7 +484,7 @@ class Receiver:
             self.suspended = set(json.loads(self._flags.read_text()))
         except (FileNotFoundError, ValueError):
             self.suspended = set()
-        for name, why in getattr(self.store, "broken", {}).items():
+        for name, why in self.store.broken.items():
             w = CopyWorker(self, name)
             w.phase, w.reason = "failed", f"the copy on this node is damaged ({why}); reseed it"
             self.workers[name] = w

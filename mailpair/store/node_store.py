@@ -7,6 +7,8 @@ Account names are unique across the node's databases.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 from mailpair.store import names
@@ -15,6 +17,8 @@ from mailpair.store.errors import NoSuchAccount, StoreError
 
 DEFAULT_DATABASE = "mail"
 
+log = logging.getLogger("mailpair.store")
+
 
 class NodeStore:
     def __init__(self, data_dir: Path, config: DatabaseConfig | None = None, writable: bool = True):
@@ -22,16 +26,29 @@ class NodeStore:
         self.config = config or DatabaseConfig()
         self.writable = writable
         self.databases: dict[str, Database] = {}
+        self.broken: dict[str, str] = {}  # database name -> why it could not be opened (keep_going)
 
     @property
     def db_root(self) -> Path:
         return self.data_dir / "databases"
 
-    def open(self, create_default: bool = True) -> NodeStore:
+    def open(self, create_default: bool = True, keep_going: bool = False) -> NodeStore:
+        """Open every database. With keep_going (a passive node), one that cannot be opened (a
+        damaged segment or state file) is left closed and listed in `broken` instead of stopping
+        the others."""
         self.db_root.mkdir(parents=True, exist_ok=True)
         for path in sorted(p for p in self.db_root.iterdir() if (p / "id").exists()):
             db = Database(path, self.config, writable=self.writable)
-            db.open()
+            try:
+                db.open()
+            except Exception as e:
+                if not keep_going:
+                    raise
+                self.broken[path.name] = str(e)
+                log.error("database %s cannot be opened: %s", path.name, e)
+                with contextlib.suppress(Exception):
+                    db.log.close()
+                continue
             self.databases[db.name] = db
         if create_default and not self.databases and self.writable:
             self.create_database(DEFAULT_DATABASE)
