@@ -24,6 +24,9 @@ from mailpair.store import DatabaseConfig, NodeStore
 
 log = logging.getLogger("mailpair.node")
 
+# Written to the node's log when it cannot start; `pair up` looks for it to show the reason.
+START_FAILURE = "cannot start: "
+
 
 class DataDirLocked(Exception):
     pass

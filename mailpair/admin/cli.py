@@ -57,7 +57,7 @@ def node() -> None:
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 def node_run(config_path: Path) -> None:
     """Run a node from its configuration file until SIGTERM."""
-    from mailpair.node import DataDirLocked
+    from mailpair.node import START_FAILURE, DataDirLocked
     from mailpair.node import main as node_main
     from mailpair.store import StoreError
     from mailpair.store.apply import ReplayError
@@ -67,7 +67,7 @@ def node_run(config_path: Path) -> None:
         node_main(config_path.resolve())
     except (DataDirLocked, StoreError, LogError, ReplayError) as e:
         # One clear line in the node's log (pair up shows it), not a traceback.
-        logging.getLogger("mailpair.node").error("cannot start: %s", e)
+        logging.getLogger("mailpair.node").error("%s%s", START_FAILURE, e)
         _fail(str(e))
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from mailpair.cluster.membership import PairConfigError, check_members
 from mailpair.config import Listen, NodeConfig
-from mailpair.node import read_state
+from mailpair.node import START_FAILURE, read_state
 from mailpair.store import NodeStore, hash_password, prepare_message
 
 DOMAIN = "example.test"
@@ -222,9 +222,10 @@ def wait_ready(pair: dict[str, Any], timeout: float = 90.0, want_healthy: bool =
             log = Path(cfg.data) / "node.log"
             state = read_state(Path(cfg.data))
             tail = log.read_bytes()[-4000:] if state is None and log.exists() else b""
-            if b"cannot start: " in tail:
-                why = tail.rsplit(b"cannot start: ", 1)[1].split(b"\n", 1)[0].decode(errors="replace").rstrip('"}')
-                raise PairError(f"{cfg.name} cannot start: {why}")
+            marker = START_FAILURE.encode()
+            if marker in tail:
+                why = tail.rsplit(marker, 1)[1].split(b"\n", 1)[0].decode(errors="replace").rstrip('"}')
+                raise PairError(f"{cfg.name} {START_FAILURE}{why}")
             if b"Traceback" in tail:
                 raise PairError(f"{cfg.name} failed to start; see {log}")
         time.sleep(0.2)
