@@ -36,22 +36,19 @@ import time
 import urllib.request
 from pathlib import Path
 
+from store_bench import FAST_HASH
+from store_bench import message as store_message  # bench/ is on sys.path when run as a script
+
 from mailpair.config import Listen, NodeConfig
 from mailpair.replication import ReplicationSettings, start_shipper
 from mailpair.store import NodeStore, prepare_message
 
-FAST_HASH = "$scrypt$ln=1,r=8,p=1$c2FsdA$eA"
 SECRET = "bench-secret"
 TOKEN = "bench-token"
 
 
-def message(n: int, size: int = 2048) -> bytes:
-    head = (
-        f"From: Sender <s{n}@example.org>\r\nTo: user{n % 8}@example.test\r\nSubject: bench {n}\r\n"
-        f"Message-ID: <r{n}@bench>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n"
-    ).encode()
-    line = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n"
-    return head + (line * (size // len(line) + 1))[: size - len(head)]
+def message(n: int) -> bytes:
+    return store_message(n, 2048, to=f"user{n % 8}@example.test")
 
 
 def pct(values: list[float], p: float) -> float:

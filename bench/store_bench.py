@@ -28,9 +28,10 @@ from mailpair.store import DatabaseConfig, NodeStore, prepare_message
 FAST_HASH = "$scrypt$ln=1,r=8,p=1$c2FsdA$eA"
 
 
-def message(n: int, size: int = 4096) -> bytes:
+def message(n: int, size: int = 4096, to: str = "user1@example.test") -> bytes:
+    """A plain-text benchmark message of `size` bytes (the replication benchmark uses it too)."""
     head = (
-        f"From: Sender <sender{n}@example.org>\r\nTo: user1@example.test\r\nSubject: bench {n}\r\n"
+        f"From: Sender <sender{n}@example.org>\r\nTo: {to}\r\nSubject: bench {n}\r\n"
         f"Message-ID: <b{n}@bench>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n"
     ).encode()
     line = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n"
