@@ -14,6 +14,7 @@ import email.parser
 import email.policy
 import io
 import re
+from collections.abc import Callable
 from email.generator import BytesGenerator
 from email.message import Message
 from email.utils import getaddresses
@@ -29,47 +30,14 @@ Nested = list  # nested lists of bytes | int | None
 Headers = dict[str, list]  # lower-case name -> raw values in order, built once per part
 
 
-def _index(msg: Message) -> tuple[Headers, dict[str, tuple[str, Any]]]:
-    values: Headers = {}
-    first: dict[str, tuple[str, Any]] = {}
-    for k, v in msg.raw_items():
-        lk = k.lower()
-        values.setdefault(lk, []).append(v)
-        first.setdefault(lk, (k, v))
-    return values, first
-
-
-class _IndexedMessage(Message):
-    """A header-only Message whose lookups use an index built once: the email package walks every
-    header on each get(), and a delivery asks for a dozen of them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._idx: tuple[Headers, dict[str, tuple[str, Any]]] | None = None
-
-    def set_raw(self, name: str, value: Any) -> None:
-        super().set_raw(name, value)
-        self._idx = None
-
-    def indexed(self) -> tuple[Headers, dict[str, tuple[str, Any]]]:
-        if self._idx is None:
-            self._idx = _index(self)
-        return self._idx
-
-    def get(self, name: str, failobj: Any = None) -> Any:  # same answer as Message.get
-        field = self.indexed()[1].get(name.lower())
-        if field is None:
-            return failobj
-        return self.policy.header_fetch_parse(*field)
-
-
 def _headers(msg: Message) -> Headers:
     """A header's values as parsed, before compat32 turns 8-bit ones (RFC 6532 UTF-8 headers) into
     Header objects whose str() replaces the bytes with U+FFFD; indexed once so the ten ENVELOPE
     fields do not each walk every header."""
-    if isinstance(msg, _IndexedMessage):
-        return msg.indexed()[0]
-    return _index(msg)[0]
+    out: Headers = {}
+    for k, v in msg.raw_items():
+        out.setdefault(k.lower(), []).append(v)
+    return out
 
 
 def _raw_header(h: Headers, name: str) -> bytes | None:
@@ -130,7 +98,10 @@ def _addresses(h: Headers, name: str) -> Nested | None:
     if not values:
         return None
     out: Nested = []
-    for value in (str(v).replace("\r\n", "").replace("\n", "") for v in values):
+    for v in values:
+        value = v if isinstance(v, str) else str(v)
+        if "\n" in value:
+            value = value.replace("\r\n", "").replace("\n", "")
         group = _GROUP.fullmatch(value)
         if group is not None:
             # RFC 3501 7.4.2: a group is a start marker (NIL NIL name NIL), its members, and an
@@ -146,7 +117,10 @@ def _addresses(h: Headers, name: str) -> Nested | None:
 
 
 def envelope(msg: Message) -> Nested:
-    h = _headers(msg)
+    return _envelope_of(_headers(msg))
+
+
+def _envelope_of(h: Headers) -> Nested:
     sender_from = _addresses(h, "From")
     sender = _addresses(h, "Sender") or sender_from
     reply_to = _addresses(h, "Reply-To") or sender_from
@@ -183,22 +157,32 @@ def _params(msg: Message, header: str) -> Nested | None:
     return out or None
 
 
-def _disposition(msg: Message) -> Nested | None:
-    value = msg.get("Content-Disposition")
+def _disposition_of(value: Any, params: Callable[[], Nested | None]) -> Nested | None:
     if value is None:
         return None
     kind = str(value).split(";", 1)[0].strip()
     if not kind:
         return None
-    return [_b(kind.upper()), _params(msg, "content-disposition")]
+    return [_b(kind.upper()), params()]
 
 
-def _language(msg: Message) -> Nested | None:
-    value = msg.get("Content-Language")
+def _disposition(msg: Message) -> Nested | None:
+    return _disposition_of(msg.get("Content-Disposition"), lambda: _params(msg, "content-disposition"))
+
+
+def _language_of(value: Any) -> Nested | None:
     if value is None:
         return None
     langs = [v.strip() for v in str(value).split(",") if v.strip()]
     return [_b(v) for v in langs] or None
+
+
+def _language(msg: Message) -> Nested | None:
+    return _language_of(msg.get("Content-Language"))
+
+
+def _encoding_of(value: Any) -> str:
+    return (value or "7BIT").strip().upper() or "7BIT"
 
 
 def _split_header_body(raw: bytes) -> tuple[bytes, bytes]:
@@ -279,20 +263,23 @@ def bodystructure(msg: Message, extended: bool = True) -> Nested:
     return out
 
 
-def _single_part_structure(msg: Message, body: bytes) -> Nested:
-    """BODYSTRUCTURE of a non-multipart message from its headers and raw body, without feeding
-    the body line by line through the email parser (most mail is a single text part)."""
-    if b"\r\n" not in body:
-        body = body.replace(b"\n", b"\r\n")
-    h = _headers(msg)
-    maintype = msg.get_content_maintype()
-    params = _params(msg, "content-type")
+def _leaf(
+    maintype: str,
+    subtype: str,
+    params: Nested | None,
+    h: Headers,
+    encoding: str,
+    body: bytes,
+    disposition: Nested | None,
+    language: Nested | None,
+) -> Nested:
+    """BODYSTRUCTURE of a message that is one part (not multipart, not message/*); body in CRLF
+    form."""
     if params is None and maintype == "text":
         params = [b"CHARSET", b"US-ASCII"]
-    encoding = (msg.get("Content-Transfer-Encoding") or "7BIT").strip().upper() or "7BIT"
     out = [
         _b(maintype.upper()),
-        _b(msg.get_content_subtype().upper()),
+        _b(subtype.upper()),
         params,
         _raw_header(h, "Content-ID"),
         _raw_header(h, "Content-Description"),
@@ -301,53 +288,115 @@ def _single_part_structure(msg: Message, body: bytes) -> Nested:
     ]
     if maintype == "text":
         out.append(_lines(body))
-    out += [_raw_header(h, "Content-MD5"), _disposition(msg), _language(msg), _raw_header(h, "Content-Location")]
+    out += [_raw_header(h, "Content-MD5"), disposition, language, _raw_header(h, "Content-Location")]
     return out
 
 
-# A header line the email parser takes as a field: a printable name, then a colon (feedparser's
-# headerRE, less the "From " and empty-name cases, which carry defects and go the slow way).
-_FIELD_LINE = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
-# Characters str.splitlines breaks on but the email parser does not (it breaks on CR, LF, CRLF).
-_OTHER_BREAKS = re.compile(r"[\x0b\x0c\x1c\x1d\x1e]|\r(?!\n)")
+def _crlf(body: bytes) -> bytes:
+    return body if b"\r\n" in body else body.replace(b"\n", b"\r\n")
 
 
-def _fast_header(header: bytes) -> Message | None:
-    """The header block (ending with its blank line) as compat32's header parser would build it,
-    without its feed parser, which costs most of a delivery's CPU. Only clean blocks are taken:
-    every line a field or a continuation, nothing after the blank line. Anything else (a "From "
-    line, a stray line, a bare CR) returns None and goes to the email package, which decides."""
+def _single_part_structure(msg: Message, body: bytes) -> Nested:
+    """BODYSTRUCTURE of a non-multipart message from its parsed headers and raw body, without
+    feeding the body line by line through the email parser (most mail is a single text part)."""
+    return _leaf(
+        msg.get_content_maintype(),
+        msg.get_content_subtype(),
+        _params(msg, "content-type"),
+        _headers(msg),
+        _encoding_of(msg.get("Content-Transfer-Encoding")),
+        _crlf(body),
+        _disposition(msg),
+        _language(msg),
+    )
+
+
+# A header block as compat32's header parser takes it without a defect: fields (a printable name,
+# a colon) with their continuation lines, then the blank line. Lines end in LF or CRLF only: the
+# email parser also breaks lines at a bare CR, and str.splitlines at \x0b, \x0c, \x1c-\x1e.
+_TEXT = r"[^\r\n\x0b\x0c\x1c\x1d\x1e]"
+_CLEAN_BLOCK = re.compile(rf"(?:[\x21-\x39\x3b-\x7e]+:{_TEXT}*\r?\n(?:[ \t]{_TEXT}*\r?\n)*)*\r?\n")
+
+
+def _fast_fields(header: bytes) -> Headers | None:
+    """The header block (ending with its blank line) indexed exactly as compat32's header parser
+    would store it, without the email package's feed parser and Message, which cost most of a
+    delivery's CPU. Only clean blocks are taken; anything else (a "From " line, a stray line, a
+    bare CR) returns None and the email package decides."""
     text = header.decode("ascii", "surrogateescape")
-    if _OTHER_BREAKS.search(text):
+    if _CLEAN_BLOCK.fullmatch(text) is None:
         return None
-    lines = text.splitlines(keepends=True)
-    if not lines or lines[-1] not in ("\r\n", "\n"):
-        return None
-    msg = _IndexedMessage()
-    current: list[str] = []
-    for line in lines[:-1]:
-        if line[0] in " \t":
-            if not current:
-                return None
-            current.append(line)
-            continue
-        if _FIELD_LINE.match(line) is None:
+    lines = text.split("\n")[:-2]  # the blank line and the empty rest after it go
+    fields: Headers = {}
+    i, n = 0, len(lines)
+    while i < n:
+        name, _, rest = lines[i].partition(":")
+        j = i + 1
+        while j < n and lines[j][:1] in (" ", "\t"):
+            j += 1
+        # compat32's header_source_parse: the first line's leading blanks cut, continuation
+        # lines and their breaks kept, the break at the end dropped.
+        value = rest.lstrip(" \t") if j == i + 1 else "\n".join([rest.lstrip(" \t"), *lines[i + 1 : j]])
+        value = value.rstrip("\r\n")
+        key = name.lower()
+        if key in fields:
+            fields[key].append(value)
+        else:
+            fields[key] = [value]
+        i = j
+    return fields
+
+
+def _tiny_params(name: str, value: str) -> Nested | None:
+    """Parameters of one header by the email package's own rules (quoting, RFC 2231)."""
+    msg = Message()
+    msg.set_raw(name, value)
+    return _params(msg, name.lower())
+
+
+_MIME_FIELDS = ("content-type", "content-transfer-encoding", "content-disposition", "content-language")
+
+
+def _lean_structure(h: Headers, body: bytes) -> Nested | None:
+    """The BODYSTRUCTURE _single_part_structure gives, from an index of clean header fields.
+    None for multipart and message/* (the full parser walks those) and when a MIME field has
+    8-bit bytes (compat32 turns those into Header objects; the email package decides)."""
+    for name in _MIME_FIELDS:
+        values = h.get(name)
+        if values and not values[0].isascii():
             return None
-        if current:
-            msg.set_raw(*_CRLF.header_source_parse(current))
-        current = [line]
-    if current:
-        msg.set_raw(*_CRLF.header_source_parse(current))
-    msg.set_payload("")
-    return msg
+    content_type = h.get("content-type", [None])[0]
+    ctype = "text/plain"
+    if content_type is not None:
+        ctype = content_type.partition(";")[0].strip().lower()
+        if ctype.count("/") != 1:
+            ctype = "text/plain"
+    maintype, _, subtype = ctype.partition("/")
+    if maintype in ("multipart", "message"):
+        return None
+    disposition = h.get("content-disposition", [None])[0]
+    return _leaf(
+        maintype,
+        subtype,
+        _tiny_params("Content-Type", content_type) if content_type and ";" in content_type else None,
+        h,
+        _encoding_of(h.get("content-transfer-encoding", [None])[0]),
+        _crlf(body),
+        _disposition_of(disposition, lambda: _tiny_params("Content-Disposition", disposition) if ";" in disposition else None),
+        _language_of(h.get("content-language", [None])[0]),
+    )
 
 
 def analyse(raw: bytes) -> tuple[Nested, Nested]:
     """(envelope, bodystructure) of a raw RFC 5322 message; never raises."""
     try:
         header, body = _split_header_body(raw)
-        # The header alone: the body need not be scanned.
-        head = _fast_header(header) or _HEADER_PARSER.parsebytes(header)
+        fields = _fast_fields(header)
+        if fields is not None:
+            structure = _lean_structure(fields, body)
+            if structure is not None:
+                return _envelope_of(fields), structure
+        head = _HEADER_PARSER.parsebytes(header)  # the header alone: the body need not be scanned
         maintype = head.get_content_maintype()
         if maintype in ("multipart", "message") or (b"\n\n" not in raw and b"\r\n\r\n" not in raw):
             msg = _PARSER.parsebytes(raw)

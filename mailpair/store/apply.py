@@ -104,6 +104,78 @@ def _copy_messages(conn: sqlite3.Connection, src: int, dst: int, pairs: list, ls
     return added
 
 
+# Multi-row statements for a run of deliveries: one SQLite call (and one hand-over of the GIL)
+# for many rows. Chunk sizes are powers of two so a handful of statements serve every run.
+_CHUNK = 64
+_BLOB_SQL = "INSERT INTO blobs (id, refs, size, crc, raw, envelope, bodystructure) VALUES "
+_MESSAGE_SQL = "INSERT INTO messages (mailbox_id, uid, blob_id, flags, internal_date_us, size, modseq) VALUES "
+
+
+def _insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: list[tuple]) -> None:
+    group = "(" + ",".join("?" * width) + ")"
+    i = 0
+    while i < len(rows):
+        n = min(_CHUNK, 1 << ((len(rows) - i).bit_length() - 1))
+        chunk = rows[i : i + n]
+        conn.execute(head + ",".join([group] * n), [v for row in chunk for v in row])
+        i += n
+
+
+def apply_deliveries(conn: sqlite3.Connection, run: list[tuple[dict[str, Any], int]]) -> None:
+    """Apply consecutive DELIVER/APPEND records, (payload, lsn) in LSN order. The state after is
+    the state applying them one by one would leave: each message row and blob as the record says,
+    each mailbox's UIDNEXT the highest UID + 1 and HIGHESTMODSEQ the last LSN that touched it, each
+    account's usage the sum of its new messages."""
+    blobs: list[tuple] = []
+    messages: list[tuple] = []
+    touched: dict[int, list[int]] = {}  # mailbox id -> [last lsn, uidnext]
+    used: dict[str, int] = {}
+    for p, lsn in run:
+        raw = p["raw"]
+        size = len(raw)
+        targets = p["targets"]
+        blobs.append((lsn, len(targets), size, crc32c.crc32c(raw), raw, p["env"], p["bs"]))
+        flags = " ".join(p["flags"])
+        for account, box_id, uid in targets:
+            messages.append((box_id, uid, lsn, flags, p["date"], size, lsn))
+            t = touched.get(box_id)
+            if t is None:
+                touched[box_id] = [lsn, uid + 1]
+            else:
+                t[0] = lsn
+                t[1] = max(t[1], uid + 1)
+            used[account] = used.get(account, 0) + size
+    _insert_rows(conn, _BLOB_SQL, 7, blobs)
+    _insert_rows(conn, _MESSAGE_SQL, 7, messages)
+    cur = conn.executemany(
+        "UPDATE mailboxes SET highestmodseq=?, uidnext=MAX(uidnext, ?) WHERE id=?",
+        [(lsn, uidnext, box_id) for box_id, (lsn, uidnext) in touched.items()],
+    )
+    if cur.rowcount != len(touched):
+        raise ReplayError(f"a mailbox of {sorted(touched)} does not exist")
+    conn.executemany("UPDATE accounts SET used_bytes = used_bytes + ? WHERE name=?", [(v, k) for k, v in used.items()])
+
+
+_DELIVERIES = (RecordType.DELIVER, RecordType.APPEND)
+
+
+def apply_records(conn: sqlite3.Connection, items: list[tuple[int, dict[str, Any], int, int]]) -> None:
+    """Apply decoded records (type, payload, lsn, timestamp_us) in order: runs of deliveries
+    together, anything else one by one. The caller owns the transaction and the applied LSN.
+    The active's writer, crash recovery and the passive's replay all come here."""
+    run: list[tuple[dict[str, Any], int]] = []
+    for rtype, payload, lsn, ts in items:
+        if rtype in _DELIVERIES:
+            run.append((payload, lsn))
+            continue
+        if run:
+            apply_deliveries(conn, run)
+            run = []
+        apply_record(conn, rtype, payload, lsn, ts)
+    if run:
+        apply_deliveries(conn, run)
+
+
 def apply_record(conn: sqlite3.Connection, rtype: int, p: dict[str, Any], lsn: int, timestamp_us: int) -> None:
     """Apply one decoded record. The caller owns the transaction and the applied LSN."""
     t = RecordType(rtype)
@@ -157,20 +229,7 @@ def apply_record(conn: sqlite3.Connection, rtype: int, p: dict[str, Any], lsn: i
         else:
             conn.execute("DELETE FROM subscriptions WHERE account=? AND name=?", (p["account"], p["name"]))
     elif t in (RecordType.DELIVER, RecordType.APPEND):
-        targets = p["targets"]
-        conn.execute(
-            "INSERT INTO blobs (id, refs, size, crc, raw, envelope, bodystructure) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (lsn, len(targets), len(p["raw"]), crc32c.crc32c(p["raw"]), p["raw"], p["env"], p["bs"]),
-        )
-        flags = " ".join(p["flags"])
-        for account, box_id, uid in targets:
-            conn.execute(
-                "INSERT INTO messages (mailbox_id, uid, blob_id, flags, internal_date_us, size, modseq)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (box_id, uid, lsn, flags, p["date"], len(p["raw"]), lsn),
-            )
-            _touch(conn, box_id, lsn, uid + 1)
-            _add_used(conn, account, len(p["raw"]))
+        apply_deliveries(conn, [(p, lsn)])
     elif t is RecordType.FLAGS:
         box_id = p["mailbox"]
         for uid, flags in p["changes"]:

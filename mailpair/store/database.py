@@ -32,7 +32,8 @@ from typing import Any
 
 from mailpair.mime import analyse
 from mailpair.store import decide, names
-from mailpair.store.apply import ReplayError, apply_record
+from mailpair.store.apply import ReplayError, apply_records
+from mailpair.store.checkpointer import Checkpointer
 from mailpair.store.errors import NotActive, StoreError, StoreUnavailable, TooLarge
 from mailpair.store.log import DEFAULT_SEGMENT_SIZE, LogCorruption, LogError, Record, TransactionLog
 from mailpair.store.records import RecordType, pack, unpack
@@ -76,9 +77,12 @@ class _Request:
     def __init__(self, kind: str, args: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None):
         self.kind = kind
         self.args = args
-        self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.loop = loop
-        self.afut: asyncio.Future | None = loop.create_future() if loop is not None else None
+        if loop is None:
+            self.future: concurrent.futures.Future = concurrent.futures.Future()
+            self.afut: asyncio.Future | None = None
+        else:
+            self.afut = loop.create_future()
 
 
 def _settle_async(items: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
@@ -146,11 +150,12 @@ class Database:
         # Synchronous replication: when set, callers of a batch are answered only when
         # ack_waiter(last_lsn, release) calls release (the passive has stored last_lsn).
         self.ack_waiter: Callable[[int, Callable[[], None]], None] | None = None
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.name}")
         self._read_conn: sqlite3.Connection | None = None
         self._needs_replay = False
+        self._checkpointer: Checkpointer | None = None
         self.applied_lsn = 0
         self.commit_latency: list[float] = []  # seconds; drained by metrics
         self.stats = {"commits": 0, "records": 0, "batches": 0}
@@ -193,7 +198,7 @@ class Database:
         )
         self.log.open()
         try:
-            self._conn = connect(self.path / "state.sqlite")
+            self._conn = connect(self.path / "state.sqlite", autocheckpoint=False)
             state_id = get_meta(self._conn, "db_id")
         except sqlite3.DatabaseError as e:
             self.log.close()
@@ -217,6 +222,7 @@ class Database:
                 f"{self.log.last_lsn}; records the state holds are missing from the log",
                 lsn=self.log.last_lsn + 1,
             )
+        self._checkpointer = Checkpointer(self.path / "state.sqlite", self.name)
         self.replay_pending()
         self._checkpointed = self.checkpoint_lsn()
         self._writer = threading.Thread(target=self._write_loop, name=f"write-{self.name}", daemon=True)
@@ -227,6 +233,9 @@ class Database:
             self._queue.put(_STOP)
             self._writer.join()
             self._writer = None
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         self._reader.submit(self._close_reader).result()
         self._reader.shutdown()
         self.log.close()
@@ -247,6 +256,7 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             epoch = get_meta(conn, "epoch", 1)
+            items: list[tuple[int, dict[str, Any], int, int]] = []
             for rec in records:
                 if rec.lsn <= self.applied_lsn:
                     continue
@@ -256,10 +266,11 @@ class Database:
                     raise StaleEpoch(f"record LSN {rec.lsn} is from epoch {rec.epoch}, state is in {epoch}")
                 epoch = rec.epoch
                 payload = unpack(rec.payload)
-                apply_record(conn, rec.type, payload, rec.lsn, rec.timestamp_us)
+                items.append((rec.type, payload, rec.lsn, rec.timestamp_us))
                 changes.append(_changes_of(RecordType(rec.type), payload, rec.lsn))
                 count += 1
                 last = rec
+            apply_records(conn, items)
             if last is not None:
                 set_meta(conn, "applied_lsn", last.lsn)
                 set_meta(conn, "epoch", epoch)
@@ -270,6 +281,8 @@ class Database:
         if last is not None:
             self.applied_lsn = last.lsn
             self.epoch = max(self.epoch, epoch)
+            if self._checkpointer is not None:
+                self._checkpointer.committed(count)
             self._notify(changes)
         return count
 
@@ -404,38 +417,14 @@ class Database:
             return
         conn = self._conn
         now_us = time.time_ns() // 1000
-        alloc = decide.Allocator(conn, now_us)
-        records: list[Record] = []
-        payloads: list[dict[str, Any]] = []
-        outcomes: list[tuple[_Request, Any, BaseException | None]] = []
-        lsn = self.log.last_lsn
         conn.execute("BEGIN IMMEDIATE")
-        for req in batch:
-            rtype, fn = decide.DECIDERS[req.kind]
-            conn.execute("SAVEPOINT op")
-            try:
-                payload, result = fn(conn, alloc, req.args)
-                if payload is not None:
-                    rec = Record(lsn + 1, self.epoch, now_us, int(rtype), pack(payload))
-                    apply_record(conn, rtype, payload, rec.lsn, now_us)
-                    lsn += 1
-                    records.append(rec)
-                    payloads.append(payload)
-                    result = {**result, "lsn": rec.lsn} if isinstance(result, dict) else result
-                conn.execute("RELEASE op")
-                outcomes.append((req, result, None))
-            except (StoreError, ValueError, ReplayError, sqlite3.IntegrityError) as e:
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                err = e if isinstance(e, StoreError) else StoreError(str(e))
-                outcomes.append((req, None, err))
-            except Exception as e:
-                # An argument no record can hold (an int over 64 bits, say) or a bug: this operation
-                # fails alone, and the batch's transaction stays usable for the others.
-                log.exception("database %s: %s failed", self.name, req.kind)
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                outcomes.append((req, None, StoreError(f"{req.kind} cannot be done: {type(e).__name__}: {e}")))
+        try:
+            records, payloads, outcomes = self._decide_batch(batch, now_us, careful=False)
+        except Exception as e:
+            log.warning("database %s: a record of a batch cannot be applied (%s); applying one at a time", self.name, e)
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            records, payloads, outcomes = self._decide_batch(batch, now_us, careful=True)
         try:
             if records:
                 raws = [r.encode() for r in records]
@@ -465,6 +454,7 @@ class Database:
                     log.exception("log listener failed")
             self.applied_lsn = records[-1].lsn
             self.stats["records"] += len(records)
+            self._checkpointer.committed(len(records))
         self.stats["batches"] += 1
         self.stats["commits"] += len(outcomes)
 
@@ -483,6 +473,75 @@ class Database:
             self._notify([_changes_of(RecordType(r.type), p, r.lsn) for r, p in zip(records, payloads, strict=True)])
             if self.applied_lsn - self._checkpointed >= self.config.checkpoint_every:
                 self._checkpoint()
+
+    def _decide_batch(
+        self, batch: list[_Request], now_us: int, careful: bool
+    ) -> tuple[list[Record], list[dict[str, Any]], list[tuple[_Request, Any, BaseException | None]]]:
+        """Decide the batch's operations in order and apply their records, inside the open
+        transaction. Deliveries are applied in runs, after the deliveries that follow them are
+        decided (the Allocator counts the UIDs and bytes a run takes); any other operation first
+        applies the run before it, since it may read what the run changes. Deciding only reads,
+        so an operation refused there fails alone. A record that cannot be applied spoils the
+        transaction: the exception goes to the caller, who rolls back and asks again, careful,
+        where every record is applied at once inside a savepoint and a bad one fails alone."""
+        conn = self._conn
+        alloc = decide.Allocator(conn, now_us)
+        records: list[Record] = []
+        payloads: list[dict[str, Any]] = []
+        outcomes: list[tuple[_Request, Any, BaseException | None]] = []
+        run: list[tuple[int, dict[str, Any], int, int]] = []
+        lsn = self.log.last_lsn
+        for req in batch:
+            rtype, fn = decide.DECIDERS[req.kind]
+            defer = not careful and req.kind in decide.DEFERRED
+            if run and not defer:
+                apply_records(conn, run)
+                run.clear()
+                alloc.applied()
+            try:
+                payload, result = fn(conn, alloc, req.args)
+                rec = None if payload is None else Record(lsn + 1, self.epoch, now_us, int(rtype), pack(payload))
+            except (StoreError, ValueError, ReplayError, sqlite3.IntegrityError) as e:
+                outcomes.append((req, None, e if isinstance(e, StoreError) else StoreError(str(e))))
+                continue
+            except Exception as e:
+                # An argument no record can hold (an int over 64 bits, say) or a bug: this
+                # operation fails alone; nothing was written for it.
+                log.exception("database %s: %s failed", self.name, req.kind)
+                outcomes.append((req, None, StoreError(f"{req.kind} cannot be done: {type(e).__name__}: {e}")))
+                continue
+            if rec is not None:
+                item = (int(rtype), payload, rec.lsn, now_us)
+                if defer:
+                    run.append(item)
+                    alloc.deferred(payload)
+                elif not careful:
+                    apply_records(conn, [item])
+                    alloc.applied()
+                else:
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        apply_records(conn, [item])
+                    except Exception as e:
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
+                        alloc.applied()
+                        if not isinstance(e, ReplayError | sqlite3.IntegrityError):
+                            log.exception("database %s: %s cannot be applied", self.name, req.kind)
+                        outcomes.append((req, None, StoreError(f"{req.kind} cannot be done: {e}")))
+                        continue
+                    conn.execute("RELEASE op")
+                    alloc.applied()
+                lsn += 1
+                records.append(rec)
+                payloads.append(payload)
+                if isinstance(result, dict):
+                    result = {**result, "lsn": rec.lsn}
+            outcomes.append((req, result, None))
+        if run:
+            apply_records(conn, run)
+            alloc.applied()
+        return records, payloads, outcomes
 
     # ------------------------------------------------------------------ checkpoint and pins
     def _pins_path(self) -> Path:

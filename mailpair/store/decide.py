@@ -38,12 +38,17 @@ Decision = tuple[dict[str, Any] | None, Any]
 
 
 class Allocator:
-    """Hands out mailbox ids and UIDVALIDITY values within one group commit. The persisted
-    counters are advanced by apply, so a replayed record leaves the same counters behind."""
+    """The writer's view of one group commit. It hands out mailbox ids and UIDVALIDITY values (the
+    persisted counters are advanced by apply, so a replayed record leaves the same counters behind),
+    and it holds what deliveries decided but the writer has not applied yet: deliveries are applied
+    together, so the next delivery's UIDs and quota must count the ones before it."""
 
     def __init__(self, conn: sqlite3.Connection, now_us: int):
         self.conn = conn
         self.now_s = now_us // 1_000_000
+        self._uidnext: dict[int, int] = {}  # mailbox id -> next UID after the deferred deliveries
+        self._added: dict[str, int] = {}  # account -> bytes the deferred deliveries add
+        self._rows: dict[tuple[str, str], tuple | None] = {}  # (account, mailbox) -> state row
 
     def mailbox_id(self) -> int:
         return get_meta(self.conn, "next_mailbox_id", 1)
@@ -55,6 +60,39 @@ class Allocator:
     def boxes(self, names_and_uses: list[tuple[str, str | None]]) -> list[list]:
         first_id, first_uv = self.mailbox_id(), self.uidvalidity()
         return [[first_id + i, n, first_uv + i, use] for i, (n, use) in enumerate(names_and_uses)]
+
+    def target(self, account: str, mailbox: str) -> tuple[int, int, int, int, int] | None:
+        """(quota, used, mailbox id, uidvalidity, uidnext) with the deferred deliveries counted;
+        None when the mailbox does not exist; NoSuchAccount when the account does not."""
+        key = (account, mailbox)
+        if key in self._rows:
+            row = self._rows[key]
+        else:
+            row = self.conn.execute(
+                "SELECT a.quota_bytes, a.used_bytes, m.id, m.uidvalidity, m.uidnext FROM accounts a"
+                " LEFT JOIN mailboxes m ON m.account = a.name AND m.name = ? WHERE a.name = ?",
+                (mailbox, account),
+            ).fetchone()
+            self._rows[key] = row
+        if row is None:
+            raise NoSuchAccount(f"no such account: {account}")
+        quota, used, box_id, uidvalidity, uidnext = row
+        if box_id is None:
+            return None
+        return quota, used + self._added.get(account, 0), box_id, uidvalidity, max(uidnext, self._uidnext.get(box_id, 0))
+
+    def deferred(self, payload: dict[str, Any]) -> None:
+        """A delivery's record is written but applied later, with the others of its run."""
+        size = len(payload["raw"])
+        for account, box_id, uid in payload["targets"]:
+            self._uidnext[box_id] = max(self._uidnext.get(box_id, 0), uid + 1)
+            self._added[account] = self._added.get(account, 0) + size
+
+    def applied(self) -> None:
+        """The deferred deliveries are in the state now: read it afresh."""
+        self._uidnext.clear()
+        self._added.clear()
+        self._rows.clear()
 
 
 def _account(conn: sqlite3.Connection, name: str) -> tuple[int, int]:
@@ -192,24 +230,22 @@ def deliver(conn, alloc, a) -> Decision:
     pending: dict[str, int] = {}
     for user, folder in a["recipients"]:
         try:
-            quota, used = _account(conn, user)
-            try:
-                box = _mailbox(conn, user, folder) if folder else None
-            except NoSuchMailbox:
-                box = None
+            box = alloc.target(user, names.normalise_mailbox(folder)) if folder else None
             if box is None:
-                box = _mailbox(conn, user, "INBOX")
+                box = alloc.target(user, "INBOX")
                 folder = "INBOX"
-            key = (user, box[0])
+                if box is None:
+                    raise NoSuchMailbox("no such mailbox: INBOX")
+            quota, used, box_id, _uidvalidity, uidnext = box
+            key = (user, box_id)
             if key in seen:
                 results.append(seen[key])
                 continue
             if quota and used + pending.get(user, 0) + len(raw) > quota:
                 raise OverQuota(f"mailbox of {user} is over quota")
-            uid = box[2] + sum(1 for t in targets if t[1] == box[0])
-            targets.append([user, box[0], uid])
+            targets.append([user, box_id, uidnext])
             pending[user] = pending.get(user, 0) + len(raw)
-            res = ("ok", folder, uid)
+            res = ("ok", folder, uidnext)
             seen[key] = res
             results.append(res)
         except StoreError as e:
@@ -229,8 +265,12 @@ def deliver(conn, alloc, a) -> Decision:
 
 def append(conn, alloc, a) -> Decision:
     account, raw = a["account"], a["raw"]
-    box_id, uidvalidity, uidnext = _mailbox(conn, account, a["mailbox"])
-    _check_quota(conn, account, len(raw))
+    box = alloc.target(account, names.normalise_mailbox(a["mailbox"]))
+    if box is None:
+        raise NoSuchMailbox(f"no such mailbox: {a['mailbox']}")
+    quota, used, box_id, uidvalidity, uidnext = box
+    if quota and used + len(raw) > quota:
+        raise OverQuota(f"mailbox of {account} is over quota ({used + len(raw)} > {quota} bytes)")
     flags = sorted({names.check_flag(f) for f in a.get("flags", ())})
     payload = {
         "raw": raw,
@@ -308,6 +348,9 @@ def expunge(conn, alloc, a) -> Decision:
 def epoch(conn, alloc, a) -> Decision:
     return {"epoch": int(a["epoch"])}, {"epoch": int(a["epoch"])}
 
+
+# Operations whose records the writer may apply together, after deciding the ones that follow.
+DEFERRED = frozenset({"deliver", "append"})
 
 DECIDERS: dict[str, tuple[RecordType, Callable[..., Decision]]] = {
     "account_add": (RecordType.ACCOUNT_ADD, account_add),

@@ -66,9 +66,11 @@ CREATE TABLE IF NOT EXISTS expunged (
 """
 
 
-def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: Path, readonly: bool = False, autocheckpoint: bool = True) -> sqlite3.Connection:
     """Open the state file. Durability comes from the log, so SQLite may use synchronous=NORMAL:
-    a commit lost to power failure is replayed from the log (see checkpoint for truncation)."""
+    a commit lost to power failure is replayed from the log (see checkpoint for truncation).
+    autocheckpoint=False leaves copying the WAL into the file to someone else (the database's
+    checkpointer thread), so the writer's commits never carry that work."""
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     else:
@@ -76,6 +78,8 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
+        if not autocheckpoint:
+            conn.execute("PRAGMA wal_autocheckpoint=0")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA cache_size=-65536")
     return conn
