@@ -66,6 +66,7 @@ class DatabaseConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
     fsync: bool = True
     checkpoint_every: int = CHECKPOINT_EVERY
+    replay_batch: int = 2000  # records per replay transaction (crash recovery, the passive's replay)
 
 
 class _Request:
@@ -158,7 +159,7 @@ class Database:
         self._checkpointer: Checkpointer | None = None
         self.applied_lsn = 0
         self.commit_latency: list[float] = []  # seconds; drained by metrics
-        self.stats = {"commits": 0, "records": 0, "batches": 0}
+        self.stats = {"commits": 0, "records": 0, "batches": 0, "redone": 0}
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -236,6 +237,7 @@ class Database:
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
+            self._conn.close()
         self._reader.submit(self._close_reader).result()
         self._reader.shutdown()
         self.log.close()
@@ -286,8 +288,9 @@ class Database:
             self._notify(changes)
         return count
 
-    def replay_pending(self, batch: int = 2000) -> int:
+    def replay_pending(self, batch: int | None = None) -> int:
         """Replay everything in the log after applied_lsn (crash recovery)."""
+        batch = batch or self.config.replay_batch
         total = 0
         while self.applied_lsn < self.log.last_lsn:
             upto = min(self.log.last_lsn, self.applied_lsn + batch)
@@ -319,9 +322,10 @@ class Database:
 
         return self.call_on_writer(store)
 
-    def replay_stored(self, upto: int | None = None, batch: int = 2000) -> int:
+    def replay_stored(self, upto: int | None = None, batch: int | None = None) -> int:
         """Apply stored records up to `upto` (default: all) on the writer thread: the passive's
         replayer. Returns how many were applied."""
+        batch = batch or self.config.replay_batch
 
         def replay() -> int:
             total = 0
@@ -422,6 +426,7 @@ class Database:
             records, payloads, outcomes = self._decide_batch(batch, now_us, careful=False)
         except Exception as e:
             log.warning("database %s: a record of a batch cannot be applied (%s); applying one at a time", self.name, e)
+            self.stats["redone"] += 1
             conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
             records, payloads, outcomes = self._decide_batch(batch, now_us, careful=True)
