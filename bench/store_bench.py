@@ -3,9 +3,11 @@ fsync on, next to the machine's own fsync rate (a plain write+fsync loop in the 
 so the ratio to the physical limit is visible.
 
 Each delivery is the whole store path: parse the message once (ENVELOPE, BODYSTRUCTURE), decide,
-append to the log with group commit (fdatasync), apply to SQLite, answer.
+append to the log with group commit (fdatasync), apply to SQLite, answer. The parse runs as a
+node runs it: in the store's analysis helper processes (one per spare core; --analysis-workers 0
+parses on the event loop instead).
 
-    python bench/store_bench.py [--quick] [--dir DIR]
+    python bench/store_bench.py [--quick] [--dir DIR] [--analysis-workers N]
 
 The last line printed is JSON: {"fsync_per_s", "deliveries_per_s": {"1", "16", "64"}, ...}.
 """
@@ -23,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mailpair.store import DatabaseConfig, NodeStore, prepare_message
+from mailpair.store import DatabaseConfig, NodeStore, Preparer
+from mailpair.store.prepare import default_workers
 
 FAST_HASH = "$scrypt$ln=1,r=8,p=1$c2FsdA$eA"
 
@@ -59,8 +62,9 @@ def fsync_rate(directory: Path, seconds: float) -> float:
         path.unlink()
 
 
-async def deliveries(directory: Path, concurrency: int, seconds: float) -> dict:
+async def deliveries(directory: Path, concurrency: int, seconds: float, workers: int) -> dict:
     store = NodeStore(directory, DatabaseConfig()).open()
+    preparer = await Preparer(workers).start()
     db = store.default_database()
     users = [f"user{i}" for i in range(1, 11)]
     for u in users:
@@ -75,7 +79,7 @@ async def deliveries(directory: Path, concurrency: int, seconds: float) -> dict:
         i = w
         while time.perf_counter() < stop_at:
             t = time.perf_counter()
-            prepared = prepare_message(raws[i % len(raws)])
+            prepared = await preparer.prepare(raws[i % len(raws)])
             await db.acommit("deliver", recipients=[(users[i % len(users)], None)], date=time.time_ns() // 1000, **prepared)
             latencies.append(time.perf_counter() - t)
             count += 1
@@ -87,6 +91,7 @@ async def deliveries(directory: Path, concurrency: int, seconds: float) -> dict:
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.perf_counter() - start
     fsyncs = db.log.fsync_count - fsyncs0
+    await preparer.close()
     store.close()
     latencies.sort()
     return {
@@ -104,15 +109,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short runs (about 15 s in all)")
     ap.add_argument("--dir", type=Path, help="where to put the databases (default: a temporary directory)")
+    ap.add_argument(
+        "--analysis-workers",
+        type=int,
+        default=default_workers(),
+        help="analysis helper processes, as a node runs (0: in-process)",
+    )
     args = ap.parse_args()
     seconds = 2.0 if args.quick else 8.0
     base = Path(tempfile.mkdtemp(prefix="mailpair-bench-", dir=args.dir))
     try:
         fsync_per_s = fsync_rate(base, seconds / 2)
         print(f"machine fsync rate (4 KiB write + fdatasync): {fsync_per_s:,.0f}/s")
+        print(f"message analysis: {args.analysis_workers or 'no'} helper process(es)")
         results = {}
         for c in (1, 16, 64):
-            r = asyncio.run(deliveries(base / f"c{c}", c, seconds))
+            r = asyncio.run(deliveries(base / f"c{c}", c, seconds, args.analysis_workers))
             results[str(c)] = r
             print(
                 f"concurrency {c:>2}: {r['per_s']:8,.0f} deliveries/s  {r['per_fsync']:5.1f} per fsync  "
@@ -128,6 +140,7 @@ def main() -> None:
                 "p99_ms": {c: round(r["p99_ms"], 2) for c, r in results.items()},
                 "deliveries_per_fsync": {c: round(r["per_fsync"], 2) for c, r in results.items()},
                 "message_bytes": 4096,
+                "analysis_workers": args.analysis_workers,
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
             }

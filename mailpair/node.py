@@ -20,7 +20,8 @@ from typing import Any
 
 from mailpair.admin.logs import setup_logging
 from mailpair.config import NodeConfig
-from mailpair.store import DatabaseConfig, NodeStore
+from mailpair.store import DatabaseConfig, NodeStore, Preparer
+from mailpair.store.prepare import default_workers
 
 log = logging.getLogger("mailpair.node")
 
@@ -85,6 +86,8 @@ class Node:
         from mailpair.admin.api import start_admin
 
         if writable:
+            workers = self.config.analysis_workers
+            self.store.preparer = await Preparer(default_workers() if workers is None else workers).start()
             await self._start_protocols()
             await self._start_shipper()
         else:
@@ -146,6 +149,7 @@ class Node:
         if self.receiver is not None:
             await self.receiver.close()
         if self.store is not None:
+            await self.store.preparer.close()
             await asyncio.to_thread(self.store.close)
         (self.data / "node.state.json").unlink(missing_ok=True)
 

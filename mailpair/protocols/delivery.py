@@ -33,7 +33,6 @@ from mailpair.store import (
     StoreError,
     StoreUnavailable,
     TooLarge,
-    prepare_message,
 )
 from mailpair.store.database import Change, Database
 from mailpair.store.names import InvalidName, check_user
@@ -247,10 +246,7 @@ class DeliveryAgent:
         raw = trace + content
         limit = self.settings.max_message_bytes + len(trace)
         try:
-            if len(raw) > 256 * 1024:  # big messages are parsed off the event loop
-                prepared = await asyncio.to_thread(prepare_message, raw, limit)
-            else:
-                prepared = prepare_message(raw, limit)
+            prepared = await self.store.preparer.prepare(raw, limit)
         except TooLarge as e:
             return self._all(recipients, e)
         except Exception as e:  # a parser failure must not lose the message: the MTA retries

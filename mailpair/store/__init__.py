@@ -1,10 +1,11 @@
 """The mailbox store: transaction log, materialised database, replay.
 
 Public surface: NodeStore (all databases of a node), Database (one database), prepare_message
-(parse a message once before delivery), the errors, and hash/verify of passwords.
+and Preparer (analyse a message once before delivery, in-process or in helper processes), the
+errors, and hash/verify of passwords.
 """
 
-from mailpair.store.database import Change, Database, DatabaseConfig, prepare_message
+from mailpair.store.database import Change, Database, DatabaseConfig
 from mailpair.store.errors import (
     AccountExists,
     MailboxExists,
@@ -18,6 +19,7 @@ from mailpair.store.errors import (
 )
 from mailpair.store.node_store import NodeStore
 from mailpair.store.passwords import hash_password, verify_password
+from mailpair.store.prepare import Preparer, prepare_message
 
 __all__ = [
     "AccountExists",
@@ -30,6 +32,7 @@ __all__ = [
     "NodeStore",
     "NotActive",
     "OverQuota",
+    "Preparer",
     "StoreError",
     "StoreUnavailable",
     "TooLarge",

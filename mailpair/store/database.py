@@ -30,19 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailpair.mime import analyse
 from mailpair.store import decide, names
 from mailpair.store.apply import ReplayError, apply_records
 from mailpair.store.checkpointer import Checkpointer
-from mailpair.store.errors import NotActive, StoreError, StoreUnavailable, TooLarge
+from mailpair.store.errors import NotActive, StoreError, StoreUnavailable
 from mailpair.store.log import DEFAULT_SEGMENT_SIZE, LogCorruption, LogError, Record, TransactionLog
+from mailpair.store.prepare import DEFAULT_MAX_MESSAGE
 from mailpair.store.records import RecordType, pack, unpack
 from mailpair.store.schema import connect, get_meta, set_meta
 
 log = logging.getLogger("mailpair.store")
 
 CHECKPOINT_EVERY = 20_000  # records between automatic checkpoints
-DEFAULT_MAX_MESSAGE = 25 * 1024 * 1024
 
 
 class StaleEpoch(ReplayError):
@@ -643,12 +642,3 @@ class _CallRequest:
     def __init__(self, fn: Callable[[], Any]):
         self.fn = fn
         self.future: concurrent.futures.Future = concurrent.futures.Future()
-
-
-def prepare_message(raw: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE) -> dict[str, Any]:
-    """Parse a message once, off the writer thread: its ENVELOPE and BODYSTRUCTURE travel in the
-    record so no copy has to parse it again."""
-    if len(raw) > max_bytes:
-        raise TooLarge(f"message of {len(raw)} bytes is over the limit of {max_bytes}")
-    env, bs = analyse(raw)
-    return {"raw": raw, "env": pack(env), "bs": pack(bs)}

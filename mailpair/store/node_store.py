@@ -14,6 +14,7 @@ from pathlib import Path
 from mailpair.store import names
 from mailpair.store.database import Database, DatabaseConfig
 from mailpair.store.errors import NoSuchAccount, StoreError
+from mailpair.store.prepare import Preparer
 
 DEFAULT_DATABASE = "mail"
 
@@ -27,6 +28,8 @@ class NodeStore:
         self.writable = writable
         self.databases: dict[str, Database] = {}
         self.broken: dict[str, str] = {}  # database name -> why it could not be opened (keep_going)
+        # How protocols analyse incoming messages; a node swaps in one with helper processes.
+        self.preparer = Preparer(0)
 
     @property
     def db_root(self) -> Path:

@@ -3,7 +3,6 @@ CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, quota, APPEND, SELECT/EXAMINE.""
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 import re
 import time
@@ -12,7 +11,7 @@ from mailpair.protocols.imap import reads, wire
 from mailpair.protocols.imap.args import Args, Atom, ParseError, as_astring, as_number
 from mailpair.protocols.imap.selected import Selected
 from mailpair.protocols.imap.session import AUTH, Bad, No, Session, command
-from mailpair.store import NoSuchMailbox, prepare_message
+from mailpair.store import NoSuchMailbox
 from mailpair.store.names import DELIMITER
 
 _STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT", "SIZE", "HIGHESTMODSEQ", "DELETED")
@@ -304,10 +303,7 @@ async def append(s: Session, tag: bytes, a: Args) -> bytes:
     if not raw:
         raise No("empty message")
     limit = s.settings.literal_limit()
-    if len(raw) > 64 * 1024:
-        prepared = await asyncio.to_thread(prepare_message, raw, limit)
-    else:
-        prepared = prepare_message(raw, limit)
+    prepared = await s.server.store.preparer.prepare(raw, limit)
     if date_us is None:
         date_us = time.time_ns() // 1000
     try:

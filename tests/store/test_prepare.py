@@ -1,0 +1,75 @@
+"""Message analysis in helper processes: the same answer as in-process, and no message lost or
+refused when a helper dies or stalls (its messages are analysed in-process and a new helper
+starts)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+from util import message
+
+from mailpair.store import Preparer, TooLarge, prepare_message
+
+
+async def wait_for_helpers(preparer: Preparer, n: int, old: set[int]) -> None:
+    for _ in range(100):
+        pids = {h.proc.pid for h in preparer.helpers if h.transport is not None}
+        if len(pids) == n and not pids & old:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no new helper started")
+
+
+def test_helpers_answer_as_in_process_analysis():
+    async def main():
+        preparer = await Preparer(2).start()
+        try:
+            raws = [message(i, 300 + 97 * i) for i in range(40)] + [b"no header at all", b"Subject: x\n\nbare LF body\n"]
+            got = await asyncio.gather(*(preparer.prepare(r) for r in raws))
+            assert got == [prepare_message(r) for r in raws]
+            assert preparer.analysed == {"helper": len(raws), "inline": 0}
+            with pytest.raises(TooLarge):
+                await preparer.prepare(b"x" * 2000, max_bytes=1000)
+        finally:
+            await preparer.close()
+        assert not preparer.helpers
+
+    asyncio.run(main())
+
+
+def test_a_killed_helper_loses_no_message_and_is_replaced():
+    async def main():
+        preparer = await Preparer(1).start()
+        try:
+            old = {h.proc.pid for h in preparer.helpers}
+            raws = [message(i, 20_000) for i in range(200)]
+            tasks = [asyncio.ensure_future(preparer.prepare(r)) for r in raws]
+            await asyncio.sleep(0)  # the requests are on their way
+            os.kill(next(iter(old)), signal.SIGKILL)
+            got = await asyncio.gather(*tasks)
+            assert got == [prepare_message(r) for r in raws]
+            assert preparer.analysed["inline"] > 0  # what the dead helper held was done here
+            await wait_for_helpers(preparer, 1, old)
+            assert await preparer.prepare(raws[0]) == prepare_message(raws[0])
+        finally:
+            await preparer.close()
+
+    asyncio.run(main())
+
+
+def test_a_stalled_helper_is_replaced():
+    async def main():
+        preparer = await Preparer(1, stall_s=0.5).start()
+        try:
+            old = {h.proc.pid for h in preparer.helpers}
+            os.kill(next(iter(old)), signal.SIGSTOP)
+            raw = message(1)
+            assert await asyncio.wait_for(preparer.prepare(raw), 10) == prepare_message(raw)
+            await wait_for_helpers(preparer, 1, old)
+        finally:
+            await preparer.close()
+
+    asyncio.run(main())
