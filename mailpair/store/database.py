@@ -34,7 +34,7 @@ from mailpair.store import decide, names
 from mailpair.store.apply import ReplayError, apply_records
 from mailpair.store.checkpointer import Checkpointer
 from mailpair.store.errors import NotActive, StoreError, StoreUnavailable
-from mailpair.store.log import DEFAULT_SEGMENT_SIZE, LogCorruption, LogError, Record, TransactionLog
+from mailpair.store.log import DEFAULT_SEGMENT_SIZE, LogCorruption, LogError, LogFull, Record, TransactionLog
 from mailpair.store.prepare import DEFAULT_MAX_MESSAGE
 from mailpair.store.records import RecordType, pack, unpack
 from mailpair.store.schema import connect, get_meta, set_meta
@@ -42,6 +42,7 @@ from mailpair.store.schema import connect, get_meta, set_meta
 log = logging.getLogger("mailpair.store")
 
 CHECKPOINT_EVERY = 20_000  # records between automatic checkpoints
+ROOM_MARGIN = 256 * 1024  # free disk a group commit leaves beyond twice its own size
 
 
 class StaleEpoch(ReplayError):
@@ -432,6 +433,7 @@ class Database:
         try:
             if records:
                 raws = [r.encode() for r in records]
+                self._check_room(sum(len(r) for r in raws))
                 self.log.append(raws, records[-1])
                 set_meta(conn, "applied_lsn", records[-1].lsn)
                 set_meta(conn, "epoch", self.epoch)
@@ -439,6 +441,7 @@ class Database:
             conn.execute("ROLLBACK")
             _resolve([(req, None, StoreUnavailable(f"cannot write the log: {e}")) for req, _, _ in outcomes])
             return
+        replayed = False
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as e:
@@ -446,10 +449,18 @@ class Database:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            # The records are durable in the log but not in the state: replay them before anything else.
-            self._needs_replay = True
-            _resolve([(req, None, StoreUnavailable(f"cannot update the database: {e}")) for req, _, _ in outcomes])
-            return
+            # The records are durable in the log, so they happened (the log is the truth): apply
+            # them by replay now, and the callers hear so. If that fails too, replay comes first
+            # once the state can be written, and the callers hear when it will happen.
+            try:
+                self.replay_pending()
+                replayed = True
+            except Exception as e2:
+                self._needs_replay = True
+                log.error("database %s: cannot update the state (%s; replay: %s)", self.name, e, e2)
+                err = StoreUnavailable(f"cannot update the database now ({e}); the change is in the log and will be applied")
+                _resolve([(req, None, err) for req, _, _ in outcomes])
+                return
         if records:
             for fn in list(self.log_listeners):
                 try:
@@ -473,8 +484,9 @@ class Database:
             waiter(records[-1].lsn, release)
         else:
             release()
-        if records:
-            self._notify([_changes_of(RecordType(r.type), p, r.lsn) for r, p in zip(records, payloads, strict=True)])
+        if records and not replayed:  # replay told the listeners itself
+            if self._listeners:
+                self._notify([_changes_of(RecordType(r.type), p, r.lsn) for r, p in zip(records, payloads, strict=True)])
             if self.applied_lsn - self._checkpointed >= self.config.checkpoint_every:
                 self._checkpoint()
 
@@ -546,6 +558,16 @@ class Database:
             apply_records(conn, run)
             alloc.applied()
         return records, payloads, outcomes
+
+    def _check_room(self, nbytes: int) -> None:
+        """Refuse a batch the disk cannot take whole: its records in the log, then the state's
+        pages for them (SQLite writes those at COMMIT, after the log). A record made durable
+        whose state then could not be written would still be applied later, since the log is
+        the truth, so a caller told "no" would see the change happen after all."""
+        st = os.statvfs(self.path)
+        free = st.f_bavail * st.f_frsize
+        if free < 2 * nbytes + ROOM_MARGIN:
+            raise LogFull(f"no space left on the disk for database {self.name} ({free} bytes free)")
 
     # ------------------------------------------------------------------ checkpoint and pins
     def _pins_path(self) -> Path:

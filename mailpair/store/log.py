@@ -19,6 +19,7 @@ payload's length.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -163,6 +164,7 @@ class TransactionLog:
         self._fd: int | None = None
         self._seg: SegmentInfo | None = None
         self._write_offset = 0
+        self._synced_offset = 0  # end of what is durable in the current segment
         self.last_lsn = 0
         self.last_epoch = 0
         self.last_timestamp_us = 0
@@ -201,7 +203,7 @@ class TransactionLog:
             self.last_lsn = self._segments[0].first_lsn - 1
         self._seg = last
         self._fd = os.open(last.path, os.O_RDWR)
-        self._write_offset = last_end
+        self._write_offset = self._synced_offset = last_end
 
     def _first_lsn_expected(self) -> int:
         return self._segments[0].first_lsn if self._segments else 1
@@ -265,31 +267,71 @@ class TransactionLog:
         The active encodes its own records; the passive appends the bytes it received and
         inspected. Either way the same bytes land on disk.
         """
+        try:
+            self.write(raw_records)
+            self.sync(last)
+        except BaseException:
+            self.forget_unsynced()
+            raise
+
+    def write(self, raw_records: list[bytes]) -> None:
+        """Write records after the last ones, not yet durable: `sync` makes them so and only then
+        moves last_lsn, so no reader sees them before. A batch goes into one segment (a new one
+        if the current one has no room for all of it), so a refused new segment leaves nothing
+        half written; a write that fails is zeroed again, so no record of it can be found later."""
+        if not raw_records:
+            return
         with self._lock:
-            batch: list[bytes] = []
-            size = 0
-            for raw in raw_records:
-                if len(raw) > self.segment_size - SEGMENT_HEADER_SIZE:
-                    raise LogError(f"record of {len(raw)} bytes does not fit a segment")
-                if self._fd is None or self._write_offset + size + len(raw) > self._seg.size:
-                    if batch:
-                        self._write(b"".join(batch))
-                        batch, size = [], 0
-                    first_lsn = struct.unpack_from("<Q", raw, 8)[0]
-                    self._new_segment(first_lsn)
-                batch.append(raw)
-                size += len(raw)
-            if batch:
-                self._write(b"".join(batch))
-            self._sync()
+            total = sum(len(r) for r in raw_records)
+            if self._fd is None or self._write_offset + total > self._seg.size:
+                if total <= self.segment_size - SEGMENT_HEADER_SIZE:
+                    self._new_segment(struct.unpack_from("<Q", raw_records[0], 8)[0])
+                else:  # bigger than a segment: spread it, one segment after another
+                    self._write_spread(raw_records)
+                    return
+            self._write(b"".join(raw_records))
+
+    def _write_spread(self, raw_records: list[bytes]) -> None:
+        batch: list[bytes] = []
+        size = 0
+        for raw in raw_records:
+            if len(raw) > self.segment_size - SEGMENT_HEADER_SIZE:
+                raise LogError(f"record of {len(raw)} bytes does not fit a segment")
+            if self._fd is None or self._write_offset + size + len(raw) > self._seg.size:
+                if batch:
+                    self._write(b"".join(batch))
+                    batch, size = [], 0
+                self._new_segment(struct.unpack_from("<Q", raw, 8)[0])
+            batch.append(raw)
+            size += len(raw)
+        if batch:
+            self._write(b"".join(batch))
+
+    def sync(self, last: Record) -> None:
+        """Make what `write` wrote durable, then move the log's end to `last`."""
+        self._sync()
+        with self._lock:
+            self._synced_offset = self._write_offset
             self.last_lsn = last.lsn
             self.last_epoch = last.epoch
             self.last_timestamp_us = last.timestamp_us
+
+    def forget_unsynced(self) -> None:
+        """Zero what was written after the last sync (a batch whose sync failed, or that was
+        refused after it was written), so the next batch overwrites it and a later scan cannot
+        take it for records."""
+        with self._lock:
+            if self._fd is not None and self._write_offset > self._synced_offset:
+                with contextlib.suppress(OSError):
+                    os.pwrite(self._fd, bytes(self._write_offset - self._synced_offset), self._synced_offset)
+                self._write_offset = self._synced_offset
 
     def _write(self, data: bytes) -> None:
         try:
             n = os.pwrite(self._fd, data, self._write_offset)
         except OSError as e:
+            with contextlib.suppress(OSError):  # whatever part of it landed must not read as records
+                os.pwrite(self._fd, bytes(len(data)), self._write_offset)
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise LogFull("no space left for the log") from e
             raise
@@ -331,7 +373,7 @@ class TransactionLog:
         self._fd = fd
         self._seg = SegmentInfo(path, first_lsn, prev_first, self.segment_size)
         self._segments.append(self._seg)
-        self._write_offset = SEGMENT_HEADER_SIZE
+        self._write_offset = self._synced_offset = SEGMENT_HEADER_SIZE
 
     # ------------------------------------------------------------------ read
     def segments(self) -> list[SegmentInfo]:

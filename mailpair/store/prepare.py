@@ -37,6 +37,7 @@ DEFAULT_MAX_MESSAGE = 25 * 1024 * 1024
 _REQUEST = struct.Struct("<QI")
 _ANSWER = struct.Struct("<QII")
 BIG = 64 * 1024  # in-process, messages over this size are analysed on a thread, off the event loop
+BURST_S = 0.0002  # a message this soon after the last one is part of a burst: it goes to a helper
 
 
 def prepare_message(raw: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE) -> dict[str, Any]:
@@ -52,8 +53,10 @@ def _check_size(raw: bytes, max_bytes: int) -> None:
 
 
 def default_workers() -> int:
-    """One helper per core beyond the one the event loop and the writer share, at least one."""
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+    """One helper per core beyond the two that the event loop and the database writers keep busy
+    (up to four). On two cores none: measured there, a helper's round trip costs deliveries more
+    than the analysis it takes off the event loop (bench/RESULTS.md)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 2))
 
 
 class HelperGone(Exception):
@@ -105,6 +108,8 @@ class Preparer:
         self.helpers: list[_Helper] = []
         self.analysed = {"helper": 0, "inline": 0}
         self._ids = itertools.count(1)
+        self._in_helpers = 0  # messages in helpers now
+        self._last_call = 0.0
         self._closing = False
         self._tasks: set[asyncio.Task] = set()
 
@@ -118,12 +123,19 @@ class Preparer:
     async def prepare(self, raw: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE) -> dict[str, Any]:
         """Check the size and analyse the message, in a helper when one is running."""
         _check_size(raw, max_bytes)
-        helper = min((h for h in self.helpers if h.transport is not None), key=lambda h: len(h.pending), default=None)
+        helper = None
+        now = time.monotonic()
+        if self._in_helpers or now - self._last_call < BURST_S or len(raw) > BIG:
+            helper = min((h for h in self.helpers if h.transport is not None), key=lambda h: len(h.pending), default=None)
+        self._last_call = now
+        # A message that arrives alone is analysed at once: the round trip to a helper would cost
+        # more than the analysis, and nothing else is waiting for the event loop or the GIL.
         if helper is not None:
             rid = next(self._ids)
             fut = asyncio.get_running_loop().create_future()
             helper.pending[rid] = (fut, time.monotonic())
             helper.transport.write(_REQUEST.pack(rid, len(raw)) + raw)
+            self._in_helpers += 1
             try:
                 env, bs = await fut
             except HelperGone:
@@ -131,10 +143,13 @@ class Preparer:
             else:
                 self.analysed["helper"] += 1
                 return {"raw": raw, "env": env, "bs": bs}
+            finally:
+                self._in_helpers -= 1
+            self.analysed["inline"] += 1
+            return await asyncio.to_thread(prepare_message, raw, max_bytes)  # what a lost helper held
         self.analysed["inline"] += 1
-        if len(raw) > BIG or self.workers:
-            # Off the event loop: big, or it is what a lost or stalled helper held.
-            return await asyncio.to_thread(prepare_message, raw, max_bytes)
+        if len(raw) > BIG:
+            return await asyncio.to_thread(prepare_message, raw, max_bytes)  # off the event loop
         return prepare_message(raw, max_bytes)
 
     async def close(self) -> None:

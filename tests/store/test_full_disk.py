@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 
 import pytest
-from util import FAST_HASH, deliver, open_store
+from util import FAST_HASH, deliver, message, open_store
 
-from mailpair.store import StoreUnavailable
+from mailpair.store import StoreUnavailable, prepare_message
 from mailpair.store.verify import verify_database
 
 
@@ -61,3 +62,46 @@ def test_full_disk_refuses_then_resumes(small_disk):
     final = store.default_database().read_sync(lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0])
     store.close()
     assert final == count
+
+
+def test_full_disk_during_a_group_commit_leaves_no_stray_records(small_disk):
+    """A group commit that needs a new segment when there is no room for one is refused whole:
+    nothing of it is left in the log to be taken for records later, and the log still replays
+    to exactly what was acknowledged after space returns."""
+    data = small_disk / "node"
+    store = open_store(data, segment_size=256 * 1024)
+    db = store.default_database()
+    db.commit("account_add", name="alice", hash=FAST_HASH, quota=0)
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (5 * 1024 * 1024))
+    acked = refused = 0
+    for round_ in range(200):
+        gate = threading.Event()
+        holder = threading.Thread(target=db.call_on_writer, args=(gate.wait,))
+        holder.start()
+        futures = [
+            db.submit("deliver", dict(recipients=[("alice", None)], date=1, **prepare_message(message(round_ * 10 + i, 8000))))
+            for i in range(10)
+        ]
+        gate.set()
+        holder.join()
+        for fut in futures:
+            try:
+                fut.result()
+                acked += 1
+            except StoreUnavailable:
+                refused += 1
+        if refused:
+            break
+    assert refused == 10, "a whole group commit is refused when its segment cannot be made"
+    os.unlink(filler)
+    deliver(db, "alice", 10**6, size=8000)
+    acked += 1
+    store.close()
+    rep = verify_database(data / "databases" / "mail")
+    assert rep.ok, rep.problems
+    store = open_store(data, segment_size=256 * 1024)
+    final = store.default_database().read_sync(lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0])
+    store.close()
+    assert final == acked

@@ -1,6 +1,6 @@
 """Message analysis in helper processes: the same answer as in-process, and no message lost or
 refused when a helper dies or stalls (its messages are analysed in-process and a new helper
-starts)."""
+starts). A message that arrives alone is analysed in-process; bursts go to the helpers."""
 
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ async def wait_for_helpers(preparer: Preparer, n: int, old: set[int]) -> None:
     raise AssertionError("no new helper started")
 
 
+def test_a_message_alone_is_analysed_in_process():
+    async def main():
+        preparer = await Preparer(1).start()
+        try:
+            for i in range(3):
+                raw = message(i)
+                assert await preparer.prepare(raw) == prepare_message(raw)
+                await asyncio.sleep(0.01)
+            assert preparer.analysed == {"helper": 0, "inline": 3}
+        finally:
+            await preparer.close()
+
+    asyncio.run(main())
+
+
 def test_helpers_answer_as_in_process_analysis():
     async def main():
         preparer = await Preparer(2).start()
@@ -30,7 +45,7 @@ def test_helpers_answer_as_in_process_analysis():
             raws = [message(i, 300 + 97 * i) for i in range(40)] + [b"no header at all", b"Subject: x\n\nbare LF body\n"]
             got = await asyncio.gather(*(preparer.prepare(r) for r in raws))
             assert got == [prepare_message(r) for r in raws]
-            assert preparer.analysed == {"helper": len(raws), "inline": 0}
+            assert preparer.analysed == {"helper": len(raws) - 1, "inline": 1}  # the first came alone
             with pytest.raises(TooLarge):
                 await preparer.prepare(b"x" * 2000, max_bytes=1000)
         finally:
@@ -66,8 +81,9 @@ def test_a_stalled_helper_is_replaced():
         try:
             old = {h.proc.pid for h in preparer.helpers}
             os.kill(next(iter(old)), signal.SIGSTOP)
-            raw = message(1)
-            assert await asyncio.wait_for(preparer.prepare(raw), 10) == prepare_message(raw)
+            raws = [message(i) for i in range(5)]
+            got = await asyncio.wait_for(asyncio.gather(*(preparer.prepare(r) for r in raws)), 10)
+            assert got == [prepare_message(r) for r in raws]
             await wait_for_helpers(preparer, 1, old)
         finally:
             await preparer.close()
