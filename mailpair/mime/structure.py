@@ -41,13 +41,15 @@ def _headers(msg: Message) -> Headers:
 
 
 def _raw_header(h: Headers, name: str) -> bytes | None:
-    values = h.get(name.lower())
+    """name: lower case, as the index keeps it."""
+    values = h.get(name)
     if not values:
         return None
     value = values[0]
     if not isinstance(value, str):
         value = str(value)
-    value = value.replace("\r\n", "").replace("\n", "")
+    if "\n" in value:
+        value = value.replace("\r\n", "").replace("\n", "")
     return value.strip().encode("utf-8", "surrogateescape")
 
 
@@ -65,7 +67,8 @@ def _simple_addresses(values: list[str]) -> list[tuple[str, str]] | None:
             m = _SIMPLE_ADDRESS.fullmatch(piece)
             if m is None:
                 return None
-            out.append((m.group(1) or "", m.group(2) or m.group(3)))
+            display, bracketed, bare = m.groups()
+            out.append((display or "", bracketed or bare))
     return out
 
 
@@ -94,7 +97,8 @@ def _address_structs(pairs: list[tuple[str, str]]) -> Nested:
 
 
 def _addresses(h: Headers, name: str) -> Nested | None:
-    values = h.get(name.lower())
+    """name: lower case, as the index keeps it."""
+    values = h.get(name)
     if not values:
         return None
     out: Nested = []
@@ -102,7 +106,7 @@ def _addresses(h: Headers, name: str) -> Nested | None:
         value = v if isinstance(v, str) else str(v)
         if "\n" in value:
             value = value.replace("\r\n", "").replace("\n", "")
-        group = _GROUP.fullmatch(value)
+        group = _GROUP.fullmatch(value) if ":" in value else None
         if group is not None:
             # RFC 3501 7.4.2: a group is a start marker (NIL NIL name NIL), its members, and an
             # end marker (NIL NIL NIL NIL); `undisclosed-recipients:;` is the common one.
@@ -121,20 +125,20 @@ def envelope(msg: Message) -> Nested:
 
 
 def _envelope_of(h: Headers) -> Nested:
-    sender_from = _addresses(h, "From")
-    sender = _addresses(h, "Sender") or sender_from
-    reply_to = _addresses(h, "Reply-To") or sender_from
+    sender_from = _addresses(h, "from")
+    sender = _addresses(h, "sender") or sender_from
+    reply_to = _addresses(h, "reply-to") or sender_from
     return [
-        _raw_header(h, "Date"),
-        _raw_header(h, "Subject"),
+        _raw_header(h, "date"),
+        _raw_header(h, "subject"),
         sender_from,
         sender,
         reply_to,
-        _addresses(h, "To"),
-        _addresses(h, "Cc"),
-        _addresses(h, "Bcc"),
-        _raw_header(h, "In-Reply-To"),
-        _raw_header(h, "Message-ID"),
+        _addresses(h, "to"),
+        _addresses(h, "cc"),
+        _addresses(h, "bcc"),
+        _raw_header(h, "in-reply-to"),
+        _raw_header(h, "message-id"),
     ]
 
 
@@ -232,7 +236,7 @@ def bodystructure(msg: Message, extended: bool = True) -> Nested:
                 _params(msg, "content-type"),
                 _disposition(msg),
                 _language(msg),
-                _raw_header(_headers(msg), "Content-Location"),
+                _raw_header(_headers(msg), "content-location"),
             ]
         return out
     body = _part_body_bytes(msg)
@@ -245,8 +249,8 @@ def bodystructure(msg: Message, extended: bool = True) -> Nested:
         _b(maintype.upper()),
         _b(subtype.upper()),
         params,
-        _raw_header(h, "Content-ID"),
-        _raw_header(h, "Content-Description"),
+        _raw_header(h, "content-id"),
+        _raw_header(h, "content-description"),
         _b(encoding),
         len(body),
     ]
@@ -259,7 +263,7 @@ def bodystructure(msg: Message, extended: bool = True) -> Nested:
     elif maintype == "text":
         out.append(_lines(body))
     if extended:
-        out += [_raw_header(h, "Content-MD5"), _disposition(msg), _language(msg), _raw_header(h, "Content-Location")]
+        out += [_raw_header(h, "content-md5"), _disposition(msg), _language(msg), _raw_header(h, "content-location")]
     return out
 
 
@@ -281,14 +285,14 @@ def _leaf(
         _b(maintype.upper()),
         _b(subtype.upper()),
         params,
-        _raw_header(h, "Content-ID"),
-        _raw_header(h, "Content-Description"),
+        _raw_header(h, "content-id"),
+        _raw_header(h, "content-description"),
         _b(encoding),
         len(body),
     ]
     if maintype == "text":
         out.append(_lines(body))
-    out += [_raw_header(h, "Content-MD5"), disposition, language, _raw_header(h, "Content-Location")]
+    out += [_raw_header(h, "content-md5"), disposition, language, _raw_header(h, "content-location")]
     return out
 
 
@@ -316,6 +320,9 @@ def _single_part_structure(msg: Message, body: bytes) -> Nested:
 # email parser also breaks lines at a bare CR, and str.splitlines at \x0b, \x0c, \x1c-\x1e.
 _TEXT = r"[^\r\n\x0b\x0c\x1c\x1d\x1e]"
 _CLEAN_BLOCK = re.compile(rf"(?:[\x21-\x39\x3b-\x7e]+:{_TEXT}*\r?\n(?:[ \t]{_TEXT}*\r?\n)*)*\r?\n")
+# One field of a clean block: the value is what header_source_parse keeps, the first line's
+# leading blanks cut and the break at the end dropped, continuation lines and their breaks kept.
+_FIELD = re.compile(rf"^([\x21-\x39\x3b-\x7e]+):[ \t]*({_TEXT}*(?:\r?\n[ \t]{_TEXT}*)*)", re.MULTILINE)
 
 
 def _fast_fields(header: bytes) -> Headers | None:
@@ -326,24 +333,13 @@ def _fast_fields(header: bytes) -> Headers | None:
     text = header.decode("ascii", "surrogateescape")
     if _CLEAN_BLOCK.fullmatch(text) is None:
         return None
-    lines = text.split("\n")[:-2]  # the blank line and the empty rest after it go
     fields: Headers = {}
-    i, n = 0, len(lines)
-    while i < n:
-        name, _, rest = lines[i].partition(":")
-        j = i + 1
-        while j < n and lines[j][:1] in (" ", "\t"):
-            j += 1
-        # compat32's header_source_parse: the first line's leading blanks cut, continuation
-        # lines and their breaks kept, the break at the end dropped.
-        value = rest.lstrip(" \t") if j == i + 1 else "\n".join([rest.lstrip(" \t"), *lines[i + 1 : j]])
-        value = value.rstrip("\r\n")
+    for name, value in _FIELD.findall(text):
         key = name.lower()
         if key in fields:
             fields[key].append(value)
         else:
             fields[key] = [value]
-        i = j
     return fields
 
 

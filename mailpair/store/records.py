@@ -9,6 +9,7 @@ bytes, text stays text.
 from __future__ import annotations
 
 import enum
+import threading
 from typing import Any
 
 import msgpack
@@ -32,8 +33,14 @@ class RecordType(enum.IntEnum):
     EPOCH = 30  # written by a node when it becomes active in a new epoch; changes no mailbox
 
 
-def pack(payload: dict[str, Any]) -> bytes:
-    return msgpack.packb(payload, use_bin_type=True)
+_packers = threading.local()  # a Packer per thread: packb makes a new one every call
+
+
+def pack(payload: Any) -> bytes:
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(payload)
 
 
 def unpack(data: bytes) -> dict[str, Any]:
