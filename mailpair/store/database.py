@@ -42,6 +42,7 @@ from mailpair.store.schema import connect, get_meta, set_meta
 log = logging.getLogger("mailpair.store")
 
 CHECKPOINT_EVERY = 20_000  # records between automatic checkpoints
+MAX_BATCH = 512  # operations one group commit takes in at most (bounds its latency)
 ROOM_MARGIN = 256 * 1024  # free disk a group commit leaves beyond twice its own size
 
 
@@ -156,6 +157,7 @@ class Database:
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.name}")
         self._read_conn: sqlite3.Connection | None = None
         self._needs_replay = False
+        self._held: Any = None  # taken from the queue by a batch that could not take it in
         self._checkpointer: Checkpointer | None = None
         self.applied_lsn = 0
         self.commit_latency: list[float] = []  # seconds; drained by metrics
@@ -376,18 +378,16 @@ class Database:
 
     def _write_loop(self) -> None:
         while True:
-            item = self._queue.get()
+            if self._held is not None:
+                item, self._held = self._held, None
+            else:
+                item = self._queue.get()
             batch: list[_Request] = []
-            while True:
-                if item is _STOP or isinstance(item, _CallRequest):
-                    break
+            while isinstance(item, _Request):
                 batch.append(item)
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    item = None
-                    break
+                item = self._next_nowait()
             if batch:
+                self._held = item  # a call or a stop waits until the batch before it is committed
                 try:
                     self._commit_batch(batch)
                 except BaseException as e:  # never leave a caller waiting, nor a transaction open
@@ -400,6 +400,7 @@ class Database:
                     if self.log.last_lsn > self.applied_lsn:
                         self._needs_replay = True  # durable records the state lacks: replay them first
                     _resolve([(req, None, StoreUnavailable(f"write failed: {e}")) for req in batch])
+                continue
             if isinstance(item, _CallRequest):
                 try:
                     item.future.set_result(item.fn())
@@ -507,7 +508,18 @@ class Database:
         outcomes: list[tuple[_Request, Any, BaseException | None]] = []
         run: list[tuple[int, dict[str, Any], int, int]] = []
         lsn = self.log.last_lsn
-        for req in batch:
+        i = 0
+        while i < len(batch):
+            req = batch[i]
+            i += 1
+            if i == len(batch) and not careful and self._held is None and len(batch) < MAX_BATCH:
+                # Requests that came in while this batch was being decided join it, so they share
+                # its fsync instead of waiting for the next one; a call or a stop ends the batch.
+                nxt = self._next_nowait()
+                if isinstance(nxt, _Request):
+                    batch.append(nxt)
+                elif nxt is not None:
+                    self._held = nxt
             rtype, fn = decide.DECIDERS[req.kind]
             defer = not careful and req.kind in decide.DEFERRED
             if run and not defer:
@@ -568,6 +580,12 @@ class Database:
         free = st.f_bavail * st.f_frsize
         if free < 2 * nbytes + ROOM_MARGIN:
             raise LogFull(f"no space left on the disk for database {self.name} ({free} bytes free)")
+
+    def _next_nowait(self) -> Any:
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
 
     # ------------------------------------------------------------------ checkpoint and pins
     def _pins_path(self) -> Path:
