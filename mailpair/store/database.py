@@ -509,17 +509,19 @@ class Database:
         run: list[tuple[int, dict[str, Any], int, int]] = []
         lsn = self.log.last_lsn
         i = 0
-        while i < len(batch):
-            req = batch[i]
-            i += 1
-            if i == len(batch) and not careful and self._held is None and len(batch) < MAX_BATCH:
+        while True:
+            if i == len(batch):
                 # Requests that came in while this batch was being decided join it, so they share
                 # its fsync instead of waiting for the next one; a call or a stop ends the batch.
+                if careful or self._held is not None or len(batch) >= MAX_BATCH:
+                    break
                 nxt = self._next_nowait()
-                if isinstance(nxt, _Request):
-                    batch.append(nxt)
-                elif nxt is not None:
+                if not isinstance(nxt, _Request):
                     self._held = nxt
+                    break
+                batch.append(nxt)
+            req = batch[i]
+            i += 1
             rtype, fn = decide.DECIDERS[req.kind]
             defer = not careful and req.kind in decide.DEFERRED
             if run and not defer:

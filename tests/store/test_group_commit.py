@@ -123,3 +123,41 @@ def test_a_record_that_cannot_be_applied_fails_alone(store, monkeypatch, tmp_pat
     reopened = open_store(tmp_path)
     reopened.close()
     assert digest_node(tmp_path) == before
+
+
+def test_requests_arriving_while_a_batch_is_decided_join_it(store, monkeypatch):
+    db = store.default_database()
+    real_type, real = database_module.decide.DECIDERS["deliver"]
+    late: list = []
+
+    def deliver_and_more_arrive(conn, alloc, args):
+        if not late:  # while the first delivery is being decided, two more come in
+            late.extend(db.submit(*delivery("alice", 100 + k)) for k in range(2))
+        return real(conn, alloc, args)
+
+    monkeypatch.setitem(database_module.decide.DECIDERS, "deliver", (real_type, deliver_and_more_arrive))
+    before = db.stats["batches"]
+    first = db.commit(*delivery("alice", 1)[:1], **delivery("alice", 1)[1])
+    assert [first["results"][0][2]] + [f.result(timeout=30)["results"][0][2] for f in late] == [1, 2, 3]
+    assert db.stats["batches"] - before == 1  # one fsync for all three
+
+
+def test_nothing_joins_a_batch_past_a_call_queued_behind_it(store, monkeypatch):
+    """An operation queued after a call between batches (a role change, say) must come after it."""
+    db = store.default_database()
+    real_type, real = database_module.decide.DECIDERS["deliver"]
+    seen: dict = {}
+    later: list = []
+
+    def deliver_then_call_then_more(conn, alloc, args):
+        if not later:
+            call = database_module._CallRequest(lambda: seen.setdefault("applied_at_call", db.applied_lsn))
+            db._queue.put(call)
+            later.append(db.submit(*delivery("alice", 2)))
+        return real(conn, alloc, args)
+
+    monkeypatch.setitem(database_module.decide.DECIDERS, "deliver", (real_type, deliver_then_call_then_more))
+    first = db.commit(*delivery("alice", 1)[:1], **delivery("alice", 1)[1])
+    second = later[0].result(timeout=30)
+    assert seen["applied_at_call"] == first["lsn"]  # the call ran after the first batch, before the second
+    assert second["lsn"] > first["lsn"]
