@@ -2,9 +2,9 @@
 
 SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold, so one group
 commit in eight or so would also copy and fsync megabytes of pages while every caller waits. The
-writer turns that off (wal_autocheckpoint=0) and pokes this thread instead; it runs PASSIVE
-checkpoints on its own connection, which never block the writer or the readers, on the machine's
-other core (SQLite releases the GIL). The writer's own checkpoint (Database.checkpoint: TRUNCATE,
+writer turns that off (wal_autocheckpoint=0) and pokes this thread instead; it checkpoints on its
+own connection, on the machine's other core (SQLite releases the GIL), holding the writer up only
+for the last few frames. The writer's own checkpoint (Database.checkpoint: TRUNCATE,
 fsync, pin) still bounds the WAL and decides what log the database may drop.
 """
 
@@ -20,6 +20,7 @@ from mailpair.store.schema import connect
 log = logging.getLogger("mailpair.store")
 
 POKE_EVERY = 256  # records between checkpoints: about a thousand 4 KiB pages of deliveries
+RESTART_WAIT_MS = 50  # how long a RESTART checkpoint waits for the writer and readers
 
 
 class Checkpointer:
@@ -55,7 +56,13 @@ class Checkpointer:
                 try:
                     if conn is None:
                         conn = connect(self.path)
+                        conn.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+                    # PASSIVE copies the bulk without holding anyone up; RESTART then copies the
+                    # few frames written meanwhile and lets the next write start the WAL over, so
+                    # it stays a few MiB instead of growing until the writer's own checkpoint
+                    # (every lookup in a long WAL costs more). If readers keep it busy, next time.
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                     self.runs += 1
                 except sqlite3.Error as e:
                     # Nothing is lost: the pages stay in the WAL for the next try or the writer's
