@@ -124,10 +124,11 @@ class Preparer:
         """Check the size and analyse the message, in a helper when one is running."""
         _check_size(raw, max_bytes)
         helper = None
-        now = time.monotonic()
-        if self._in_helpers or now - self._last_call < BURST_S or len(raw) > BIG:
-            helper = min((h for h in self.helpers if h.transport is not None), key=lambda h: len(h.pending), default=None)
-        self._last_call = now
+        if self.helpers:
+            now = time.monotonic()
+            if self._in_helpers or now - self._last_call < BURST_S or len(raw) > BIG:
+                helper = min((h for h in self.helpers if h.transport is not None), key=lambda h: len(h.pending), default=None)
+            self._last_call = now
         # A message that arrives alone is analysed at once: the round trip to a helper would cost
         # more than the analysis, and nothing else is waiting for the event loop or the GIL.
         if helper is not None:
