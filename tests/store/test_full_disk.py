@@ -25,15 +25,30 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_full_disk_refuses_then_resumes(small_disk):
+def nearly_full(small_disk, filler_mib: int):
+    """A store on the small disk, most of which a file fills that the test deletes later, as an
+    admin would free space: (data dir, store, database, filler)."""
     data = small_disk / "node"
     store = open_store(data, segment_size=256 * 1024)
     db = store.default_database()
     db.commit("account_add", name="alice", hash=FAST_HASH, quota=0)
-    # Fill most of the disk with a file we can delete later, as an admin would free space.
     filler = small_disk / "filler"
     with open(filler, "wb") as f:
-        f.write(b"\0" * (4 * 1024 * 1024))
+        f.write(b"\0" * (filler_mib * 1024 * 1024))
+    return data, store, db, filler
+
+
+def messages_after_reopen(data) -> int:
+    rep = verify_database(data / "databases" / "mail")
+    assert rep.ok, rep.problems
+    store = open_store(data, segment_size=256 * 1024)
+    count = store.default_database().read_sync(lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0])
+    store.close()
+    return count
+
+
+def test_full_disk_refuses_then_resumes(small_disk):
+    data, store, db, filler = nearly_full(small_disk, 4)
     acked = 0
     error = None
     for i in range(2000):
@@ -56,25 +71,14 @@ def test_full_disk_refuses_then_resumes(small_disk):
     count = db.read_sync(lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0])
     assert count >= acked + 1
     store.close()
-    rep = verify_database(data / "databases" / "mail")
-    assert rep.ok, rep.problems
-    store = open_store(data, segment_size=256 * 1024)
-    final = store.default_database().read_sync(lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0])
-    store.close()
-    assert final == count
+    assert messages_after_reopen(data) == count
 
 
 def test_full_disk_during_a_group_commit_leaves_no_stray_records(small_disk):
     """A group commit that needs a new segment when there is no room for one is refused whole:
     nothing of it is left in the log to be taken for records later, and the log still replays
     to exactly what was acknowledged after space returns."""
-    data = small_disk / "node"
-    store = open_store(data, segment_size=256 * 1024)
-    db = store.default_database()
-    db.commit("account_add", name="alice", hash=FAST_HASH, quota=0)
-    filler = small_disk / "filler"
-    with open(filler, "wb") as f:
-        f.write(b"\0" * (5 * 1024 * 1024))
+    data, store, db, filler = nearly_full(small_disk, 5)
     acked = refused = 0
     for round_ in range(200):
         gate = threading.Event()
@@ -99,9 +103,4 @@ def test_full_disk_during_a_group_commit_leaves_no_stray_records(small_disk):
     deliver(db, "alice", 10**6, size=8000)
     acked += 1
     store.close()
-    rep = verify_database(data / "databases" / "mail")
-    assert rep.ok, rep.problems
-    store = open_store(data, segment_size=256 * 1024)
-    final = store.default_database().read_sync(lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0])
-    store.close()
-    assert final == acked
+    assert messages_after_reopen(data) == acked
