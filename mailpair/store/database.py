@@ -566,7 +566,7 @@ class Database:
                 records.append(rec)
                 payloads.append(payload)
                 if isinstance(result, dict):
-                    result = {**result, "lsn": rec.lsn}
+                    result["lsn"] = rec.lsn  # a dict the decider made for this call
             outcomes.append((req, result, None))
         if run:
             apply_records(conn, run)

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import crc32c
 
@@ -58,8 +59,7 @@ class LogFull(LogError):
     """The disk (or the configured size limit) has no room for the next record."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):  # a named tuple: made once per operation, twice as fast as a dataclass
     lsn: int
     epoch: int
     timestamp_us: int
@@ -74,11 +74,15 @@ def _padded(n: int) -> int:
     return (n + ALIGN - 1) & ~(ALIGN - 1)
 
 
+_AFTER_CRC = struct.Struct("<IQQQHH")  # RECORD_HEADER without its crc
+_CRC = struct.Struct("<I")
+_PADDING = [b"\0" * n for n in range(ALIGN)]
+
+
 def encode_record(lsn: int, epoch: int, timestamp_us: int, rtype: int, payload: bytes) -> bytes:
-    body = RECORD_HEADER.pack(0, len(payload), lsn, epoch, timestamp_us, rtype, 0)[4:] + payload
-    crc = crc32c.crc32c(body)
-    raw = struct.pack("<I", crc) + body
-    return raw + b"\0" * (_padded(len(raw)) - len(raw))
+    head = _AFTER_CRC.pack(len(payload), lsn, epoch, timestamp_us, rtype, 0)
+    crc = crc32c.crc32c(payload, crc32c.crc32c(head))  # the crc of head + payload, without joining them first
+    return b"".join((_CRC.pack(crc), head, payload, _PADDING[-(RECORD_HEADER_SIZE + len(payload)) % ALIGN]))
 
 
 def decode_record(buf: bytes | memoryview, offset: int = 0) -> tuple[Record, int] | None:
