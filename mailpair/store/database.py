@@ -383,11 +383,11 @@ class Database:
             else:
                 item = self._queue.get()
             batch: list[_Request] = []
-            while isinstance(item, _Request):
+            while isinstance(item, _Request) and len(batch) < MAX_BATCH:
                 batch.append(item)
                 item = self._next_nowait()
             if batch:
-                self._held = item  # a call or a stop waits until the batch before it is committed
+                self._held = item  # for the next turn: a call or a stop comes after this batch
                 try:
                     self._commit_batch(batch)
                 except BaseException as e:  # never leave a caller waiting, nor a transaction open

@@ -161,3 +161,17 @@ def test_nothing_joins_a_batch_past_a_call_queued_behind_it(store, monkeypatch):
     second = later[0].result(timeout=30)
     assert seen["applied_at_call"] == first["lsn"]  # the call ran after the first batch, before the second
     assert second["lsn"] > first["lsn"]
+
+
+def test_a_group_commit_takes_at_most_max_batch(store, monkeypatch):
+    db = store.default_database()
+    monkeypatch.setattr(database_module, "MAX_BATCH", 5)
+    before = db.stats["batches"]
+    gate = threading.Event()
+    holder = threading.Thread(target=db.call_on_writer, args=(gate.wait,))
+    holder.start()
+    futures = [db.submit(*delivery("alice", i)) for i in range(12)]
+    gate.set()
+    holder.join()
+    assert [f.result(timeout=30)["results"][0][2] for f in futures] == list(range(1, 13))
+    assert db.stats["batches"] - before == 3
