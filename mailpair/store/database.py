@@ -436,6 +436,7 @@ class Database:
                 raws = [r.encode() for r in records]
                 self._check_room(sum(len(r) for r in raws))
                 self.log.append(raws, records[-1])
+                self._durable(records, raws)
                 set_meta(conn, "applied_lsn", records[-1].lsn)
                 set_meta(conn, "epoch", self.epoch)
         except (LogError, OSError) as e:
@@ -463,11 +464,6 @@ class Database:
                 _resolve([(req, None, err) for req, _, _ in outcomes])
                 return
         if records:
-            for fn in list(self.log_listeners):
-                try:
-                    fn(records, raws)
-                except Exception:
-                    log.exception("log listener failed")
             self.applied_lsn = records[-1].lsn
             self.stats["records"] += len(records)
             self._checkpointer.committed(len(records))
@@ -572,6 +568,16 @@ class Database:
             apply_records(conn, run)
             alloc.applied()
         return records, payloads, outcomes
+
+    def _durable(self, records: list[Record], raws: list[bytes]) -> None:
+        """Tell the log listeners (the shipper) as soon as records are durable, before the state
+        commits: the passive's round trip then overlaps the COMMIT, and records durable in the
+        log happen whatever the COMMIT does (a failed one is made good by replay)."""
+        for fn in list(self.log_listeners):
+            try:
+                fn(records, raws)
+            except Exception:
+                log.exception("log listener failed")
 
     def _check_room(self, nbytes: int) -> None:
         """Refuse a batch the disk cannot take whole: its records in the log, then the state's
