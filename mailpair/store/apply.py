@@ -1,9 +1,11 @@
-"""Replay: applying one record to the materialised database.
+"""Replay: applying records to the materialised database.
 
-This is the only code that changes mailbox state. The active calls it right after deciding a
-record, crash recovery calls it for the log after the checkpoint, and the passive calls it for the
-records it received: one path, so the three cannot drift apart. Applying is deterministic: it
-reads nothing from the clock or from chance, only the record and the current state.
+This is the only code that changes mailbox state. The active's writer calls `apply_records` for
+what it has just decided, crash recovery for the log after the checkpoint, and the passive for the
+records it received: one path, so the three cannot drift apart. Runs of deliveries are applied
+together with multi-row statements, to the same state one by one would give (a property test
+checks both ways against each other). Applying is deterministic: it reads nothing from the clock
+or from chance, only the records and the current state.
 """
 
 from __future__ import annotations

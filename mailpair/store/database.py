@@ -2,14 +2,17 @@
 
 Rules this module keeps (../shared/DESIGN.md, rules 1, 4, 5):
 - All writes happen on one dedicated writer thread per database. Requests queue up while the
-  thread is busy; each turn takes every waiting request (group commit), decides and applies them
-  inside one open SQLite transaction, appends their records to the log with one fsync, and only
-  then commits the transaction and answers the callers. So the committed database never holds the
-  effect of a record that is not durable, and a caller told "done" can read its change at once.
+  thread is busy; each turn takes every waiting request, and those arriving while it decides
+  (group commit), decides and applies them inside one open SQLite transaction, appends their
+  records to the log with one fsync, and only then commits the transaction and answers the
+  callers. So the committed database never holds the effect of a record that is not durable, and
+  a caller told "done" can read its change at once.
 - If the log cannot be written (full disk, size limit), the transaction is rolled back: nothing
-  changed, callers get StoreUnavailable, and later requests work again once there is room.
-- If the log was written but the state could not be committed, the database replays the log before
-  it accepts anything else: the replay used by crash recovery and by the passive copy.
+  changed, callers get StoreUnavailable, and later requests work again once there is room. A
+  batch the disk cannot take whole is refused before any of its records is written.
+- If the log was written but the state could not be committed, the records happened: the
+  database replays them (the replay used by crash recovery and by the passive copy) at once, or
+  before it accepts anything else.
 - Reads use their own connection on their own thread (WAL lets them run beside the writer).
 """
 
