@@ -4,8 +4,8 @@ so the ratio to the physical limit is visible.
 
 Each delivery is the whole store path: parse the message once (ENVELOPE, BODYSTRUCTURE), decide,
 append to the log with group commit (fdatasync), apply to SQLite, answer. The parse runs as a
-node runs it: in the store's analysis helper processes (one per spare core; --analysis-workers 0
-parses on the event loop instead).
+node runs it: on the event loop, or in analysis helper processes where the node would start them
+(one per core beyond two; --analysis-workers N sets how many, 0 for none).
 
     python bench/store_bench.py [--quick] [--dir DIR] [--analysis-workers N]
 

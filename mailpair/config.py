@@ -43,7 +43,7 @@ class NodeConfig:
     tls_cert: str | None = None  # PEM files for STARTTLS and imaps; None: a self-signed pair in DATA/tls
     tls_key: str | None = None
     lmtp_socket: str | None = None  # LMTP also listens on this Unix socket path (for a local MTA)
-    analysis_workers: int | None = None  # helper processes analysing incoming mail; None: one per spare core
+    analysis_workers: int | None = None  # helper processes analysing incoming mail; None: one per core beyond two
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:

@@ -3,8 +3,9 @@ BODYSTRUCTURE) whose result travels in the record, so no copy has to parse the m
 
 Analysis is pure Python and CPU-bound. On the event loop it holds the GIL that the database's
 writer thread needs between its SQLite calls, and a delivery spends more CPU there than anywhere
-else. So a node runs it in helper processes (`Preparer(workers=N)`), each on a socket pair of its
-own: the event loop only copies bytes, and the analysis runs on another core. A helper that dies
+else. So a node with cores to spare runs it in helper processes (`Preparer(workers=N)`), each
+on a socket pair of its own: the event loop only copies bytes, and the analysis runs on another
+core. A helper that dies
 or stalls is replaced; the messages it held are analysed in-process meanwhile, so no delivery
 fails for it. `Preparer(0)` (the default, for tools and tests) analyses in-process.
 
@@ -43,8 +44,18 @@ BURST_S = 0.0002  # a message this soon after the last one is part of a burst: i
 def prepare_message(raw: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE) -> dict[str, Any]:
     """Check the size and analyse the message here and now (blocking)."""
     _check_size(raw, max_bytes)
+    return _prepared(raw)
+
+
+def _analysed(raw: bytes) -> tuple[bytes, bytes]:
+    """ENVELOPE and BODYSTRUCTURE, packed as the record carries them (here or in a helper)."""
     env, bs = analyse(raw)
-    return {"raw": raw, "env": pack(env), "bs": pack(bs)}
+    return pack(env), pack(bs)
+
+
+def _prepared(raw: bytes) -> dict[str, Any]:
+    env, bs = _analysed(raw)
+    return {"raw": raw, "env": env, "bs": bs}
 
 
 def _check_size(raw: bytes, max_bytes: int) -> None:
@@ -147,11 +158,11 @@ class Preparer:
             finally:
                 self._in_helpers -= 1
             self.analysed["inline"] += 1
-            return await asyncio.to_thread(prepare_message, raw, max_bytes)  # what a lost helper held
+            return await asyncio.to_thread(_prepared, raw)  # what a lost helper held
         self.analysed["inline"] += 1
         if len(raw) > BIG:
-            return await asyncio.to_thread(prepare_message, raw, max_bytes)  # off the event loop
-        return prepare_message(raw, max_bytes)
+            return await asyncio.to_thread(_prepared, raw)  # off the event loop
+        return _prepared(raw)
 
     async def close(self) -> None:
         self._closing = True
@@ -243,8 +254,7 @@ def serve(fd: int) -> None:
             start = pos + _REQUEST.size
             if start + n > len(buf):
                 break
-            env, bs = analyse(bytes(buf[start : start + n]))
-            e, b = pack(env), pack(bs)
+            e, b = _analysed(bytes(buf[start : start + n]))
             out.append(_ANSWER.pack(rid, len(e), len(b)) + e + b)
             pos = start + n
         del buf[:pos]
