@@ -287,29 +287,25 @@ class TransactionLog:
             return
         with self._lock:
             total = sum(len(r) for r in raw_records)
-            if self._fd is None or self._write_offset + total > self._seg.size:
-                if total <= self.segment_size - SEGMENT_HEADER_SIZE:
-                    self._new_segment(struct.unpack_from("<Q", raw_records[0], 8)[0])
-                else:  # bigger than a segment: spread it, one segment after another
-                    self._write_spread(raw_records)
-                    return
-            self._write(b"".join(raw_records))
-
-    def _write_spread(self, raw_records: list[bytes]) -> None:
-        batch: list[bytes] = []
-        size = 0
-        for raw in raw_records:
-            if len(raw) > self.segment_size - SEGMENT_HEADER_SIZE:
-                raise LogError(f"record of {len(raw)} bytes does not fit a segment")
-            if self._fd is None or self._write_offset + size + len(raw) > self._seg.size:
-                if batch:
-                    self._write(b"".join(batch))
-                    batch, size = [], 0
-                self._new_segment(struct.unpack_from("<Q", raw, 8)[0])
-            batch.append(raw)
-            size += len(raw)
-        if batch:
-            self._write(b"".join(batch))
+            fits_one = total <= self.segment_size - SEGMENT_HEADER_SIZE
+            if self._fd is not None and fits_one and self._write_offset + total > self._seg.size:
+                self._new_segment(struct.unpack_from("<Q", raw_records[0], 8)[0])
+            # Now the batch fits where the log ends, or it is bigger than a segment and is
+            # spread over as many as it takes.
+            batch: list[bytes] = []
+            size = 0
+            for raw in raw_records:
+                if len(raw) > self.segment_size - SEGMENT_HEADER_SIZE:
+                    raise LogError(f"record of {len(raw)} bytes does not fit a segment")
+                if self._fd is None or self._write_offset + size + len(raw) > self._seg.size:
+                    if batch:
+                        self._write(b"".join(batch))
+                        batch, size = [], 0
+                    self._new_segment(struct.unpack_from("<Q", raw, 8)[0])
+                batch.append(raw)
+                size += len(raw)
+            if batch:
+                self._write(b"".join(batch))
 
     def sync(self, last: Record) -> None:
         """Make what `write` wrote durable, then move the log's end to `last`."""
