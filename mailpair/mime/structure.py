@@ -203,6 +203,10 @@ def _lines(data: bytes) -> int:
     return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
 
 
+def _crlf(body: bytes) -> bytes:
+    return body if b"\r\n" in body else body.replace(b"\n", b"\r\n")
+
+
 def _part_body_bytes(msg: Message) -> bytes:
     payload = msg.get_payload(decode=False)
     if isinstance(payload, list) and payload and isinstance(payload[0], Message):
@@ -217,9 +221,7 @@ def _part_body_bytes(msg: Message) -> bytes:
     else:
         data = b""
     # The parser keeps line endings as they were; count sizes on CRLF form as IMAP does.
-    if b"\r\n" not in data:
-        data = data.replace(b"\n", b"\r\n")
-    return data
+    return _crlf(data)
 
 
 def bodystructure(msg: Message, extended: bool = True) -> Nested:
@@ -244,7 +246,7 @@ def bodystructure(msg: Message, extended: bool = True) -> Nested:
     params = _params(msg, "content-type")
     if params is None and maintype == "text":
         params = [b"CHARSET", b"US-ASCII"]
-    encoding = (msg.get("Content-Transfer-Encoding") or "7BIT").strip().upper() or "7BIT"
+    encoding = _encoding_of(msg.get("Content-Transfer-Encoding"))
     out = [
         _b(maintype.upper()),
         _b(subtype.upper()),
@@ -294,10 +296,6 @@ def _leaf(
         out.append(_lines(body))
     out += [_raw_header(h, "content-md5"), disposition, language, _raw_header(h, "content-location")]
     return out
-
-
-def _crlf(body: bytes) -> bytes:
-    return body if b"\r\n" in body else body.replace(b"\n", b"\r\n")
 
 
 def _single_part_structure(msg: Message, body: bytes) -> Nested:
