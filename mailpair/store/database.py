@@ -506,6 +506,13 @@ class Database:
         payloads: list[dict[str, Any]] = []
         outcomes: list[tuple[_Request, Any, BaseException | None]] = []
         run: list[tuple[int, dict[str, Any], int, int]] = []
+
+        def apply_run() -> None:
+            if run:
+                apply_records(conn, run)
+                run.clear()
+                alloc.applied()  # the state holds the run now: the Allocator reads it afresh
+
         lsn = self.log.last_lsn
         i = 0
         while True:
@@ -523,10 +530,8 @@ class Database:
             i += 1
             rtype, fn = decide.DECIDERS[req.kind]
             defer = not careful and req.kind in decide.DEFERRED
-            if run and not defer:
-                apply_records(conn, run)
-                run.clear()
-                alloc.applied()
+            if not defer:
+                apply_run()
             try:
                 payload, result = fn(conn, alloc, req.args)
                 rec = None if payload is None else Record(lsn + 1, self.epoch, now_us, int(rtype), pack(payload))
@@ -567,9 +572,7 @@ class Database:
                 if isinstance(result, dict):
                     result["lsn"] = rec.lsn  # a dict the decider made for this call
             outcomes.append((req, result, None))
-        if run:
-            apply_records(conn, run)
-            alloc.applied()
+        apply_run()
         return records, payloads, outcomes
 
     def _durable(self, records: list[Record], raws: list[bytes]) -> None:

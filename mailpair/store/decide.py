@@ -114,7 +114,10 @@ def _mailbox(conn: sqlite3.Connection, account: str, name: str) -> tuple[int, in
 
 
 def _check_quota(conn: sqlite3.Connection, account: str, add: int) -> None:
-    quota, used = _account(conn, account)
+    _refuse_over_quota(account, *_account(conn, account), add)
+
+
+def _refuse_over_quota(account: str, quota: int, used: int, add: int) -> None:
     if quota and used + add > quota:
         raise OverQuota(f"mailbox of {account} is over quota ({used + add} > {quota} bytes)")
 
@@ -269,8 +272,7 @@ def append(conn, alloc, a) -> Decision:
     if box is None:
         raise NoSuchMailbox(f"no such mailbox: {a['mailbox']}")
     quota, used, box_id, uidvalidity, uidnext = box
-    if quota and used + len(raw) > quota:
-        raise OverQuota(f"mailbox of {account} is over quota ({used + len(raw)} > {quota} bytes)")
+    _refuse_over_quota(account, quota, used, len(raw))
     flags = sorted({names.check_flag(f) for f in a.get("flags", ())})
     payload = {
         "raw": raw,
