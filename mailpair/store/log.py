@@ -19,8 +19,10 @@ payload's length.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
+import mmap
 import os
 import struct
 import threading
@@ -40,6 +42,7 @@ RECORD_HEADER_SIZE = RECORD_HEADER.size  # 36
 ALIGN = 8
 DEFAULT_SEGMENT_SIZE = 32 * 1024 * 1024
 VERSION = 1
+MARK_EVERY = 64  # records between offset marks of a segment scanned at open
 
 
 class LogError(Exception):
@@ -174,6 +177,11 @@ class TransactionLog:
         self.last_timestamp_us = 0
         self.torn_tail_cut: int = 0  # bytes cut at open, for reporting
         self._segments: list[SegmentInfo] = []
+        # Per segment (by first LSN): sorted (LSNs, offsets) of some of its records, one per
+        # written batch, so a read from an LSN starts near it instead of decoding the segment
+        # from its start (the passive's replayer reads a few hundred records at a time).
+        self._marks: dict[int, tuple[list[int], list[int]]] = {}
+        self._unsynced_marks: list[tuple[int, int, int]] = []  # (segment, lsn, offset) until sync
 
     # ------------------------------------------------------------------ open / scan
     def open(self) -> None:
@@ -234,6 +242,7 @@ class TransactionLog:
             buf = f.read()
         off = SEGMENT_HEADER_SIZE
         last: Record | None = None
+        lsns, offsets = self._marks.setdefault(seg.first_lsn, ([], []))
         while True:
             dec = decode_record(buf, off)
             if dec is None:
@@ -245,6 +254,9 @@ class TransactionLog:
                     segment=seg.path.name,
                     lsn=expected,
                 )
+            if (rec.lsn - seg.first_lsn) % MARK_EVERY == 0:
+                lsns.append(rec.lsn)
+                offsets.append(off)
             last, off, expected = rec, nxt, expected + 1
         rest = buf[off:]
         if rest.strip(b"\0"):
@@ -311,6 +323,11 @@ class TransactionLog:
         """Make what `write` wrote durable, then move the log's end to `last`."""
         self._sync()
         with self._lock:
+            for seg_first, lsn, off in self._unsynced_marks:
+                lsns, offsets = self._marks.setdefault(seg_first, ([], []))
+                lsns.append(lsn)
+                offsets.append(off)
+            self._unsynced_marks.clear()
             self._synced_offset = self._write_offset
             self.last_lsn = last.lsn
             self.last_epoch = last.epoch
@@ -321,12 +338,15 @@ class TransactionLog:
         refused after it was written), so the next batch overwrites it and a later scan cannot
         take it for records."""
         with self._lock:
+            self._unsynced_marks.clear()
             if self._fd is not None and self._write_offset > self._synced_offset:
                 with contextlib.suppress(OSError):
                     os.pwrite(self._fd, bytes(self._write_offset - self._synced_offset), self._synced_offset)
                 self._write_offset = self._synced_offset
 
     def _write(self, data: bytes) -> None:
+        """Write records (whole ones, the first at the start of data) where the log ends."""
+        self._unsynced_marks.append((self._seg.first_lsn, struct.unpack_from("<Q", data, 8)[0], self._write_offset))
         try:
             n = os.pwrite(self._fd, data, self._write_offset)
         except OSError as e:
@@ -415,30 +435,34 @@ class TransactionLog:
             raise LogCorruption(f"record LSN {want} is missing from the log", lsn=want)
 
     def _read_segment(self, seg: SegmentInfo, lsn: int, upto: int) -> Iterator[Record]:
-        with open(seg.path, "rb") as f:
-            buf = f.read()
-        off = SEGMENT_HEADER_SIZE
-        expected = seg.first_lsn
-        while expected <= upto:
-            dec = decode_record(buf, off)
-            if dec is None:
-                if not buf[off:].strip(b"\0"):
-                    return  # the end of this segment's records; the next segment goes on
-                raise LogCorruption(
-                    f"segment {seg.path.name}: record LSN {expected} is damaged",
-                    segment=seg.path.name,
-                    lsn=expected,
-                )
-            rec, off = dec
-            if rec.lsn != expected:
-                raise LogCorruption(
-                    f"segment {seg.path.name}: found LSN {rec.lsn} where {expected} belongs",
-                    segment=seg.path.name,
-                    lsn=expected,
-                )
-            if rec.lsn >= lsn:
-                yield rec
-            expected += 1
+        off, expected = SEGMENT_HEADER_SIZE, seg.first_lsn
+        with self._lock:
+            marks = self._marks.get(seg.first_lsn)
+            i = bisect.bisect_right(marks[0], lsn) - 1 if marks else -1
+            if i >= 0:
+                expected, off = marks[0][i], marks[1][i]
+        # mapped, not read: only the pages from the starting mark on are touched
+        with open(seg.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            while expected <= upto:
+                dec = decode_record(buf, off)
+                if dec is None:
+                    if not buf[off:].strip(b"\0"):
+                        return  # the end of this segment's records; the next segment goes on
+                    raise LogCorruption(
+                        f"segment {seg.path.name}: record LSN {expected} is damaged",
+                        segment=seg.path.name,
+                        lsn=expected,
+                    )
+                rec, off = dec
+                if rec.lsn != expected:
+                    raise LogCorruption(
+                        f"segment {seg.path.name}: found LSN {rec.lsn} where {expected} belongs",
+                        segment=seg.path.name,
+                        lsn=expected,
+                    )
+                if rec.lsn >= lsn:
+                    yield rec
+                expected += 1
 
     def truncate_before(self, lsn: int) -> list[str]:
         """Delete whole segments every record of which is below lsn. Returns the names removed."""
@@ -447,6 +471,7 @@ class TransactionLog:
             while len(self._segments) > 1 and self._segments[1].first_lsn <= lsn:
                 seg = self._segments.pop(0)
                 seg.path.unlink()
+                self._marks.pop(seg.first_lsn, None)
                 removed.append(seg.path.name)
         if removed:
             _fsync_dir(self.dir)
