@@ -1,7 +1,9 @@
 """Framing of the replication channel.
 
-A frame is `length u32 | crc32c u32 | body`, body a msgpack map with a type under "t". The frame's
-own checksum catches damage in transit before anything in it is believed (records also carry
+A frame is `length u32 | crc32c(body) u32 | crc32c(the 8 bytes before) u32 | body`, body a msgpack
+map with a type under "t". The header's own checksum catches a damaged length at once (instead of
+waiting for bytes that never come); the body's catches damage in transit before anything in it is
+believed (records also carry
 their own checksum, checked again by inspection). Once the peers have authenticated (auth.py),
 every frame also ends in a 16-byte HMAC-SHA256 tag under a per-connection key and a per-direction
 frame counter, so someone on the path can neither alter records (and fix up the CRCs), nor
@@ -21,11 +23,16 @@ from typing import Any
 import crc32c
 import msgpack
 
-HEADER = struct.Struct("<II")
+from mailpair.store.records import pack
+
+HEADER = struct.Struct("<III")  # length, body crc, crc of the two before
+_HEADER_START = struct.Struct("<II")
 TAG_SIZE = 16
 _COUNTER = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
 MAX_FRAME = 96 * 1024 * 1024  # a batch of records; a single record is at most one segment (32 MiB)
-VERSION = 1
+JOIN_BELOW = 64 * 1024
+VERSION = 2  # 2: frame headers carry their own checksum
 
 
 class ProtocolError(Exception):
@@ -51,9 +58,10 @@ class _MacState:
         self.counter = 0
 
     def tag(self, body: bytes) -> bytes:
-        tag = hmac.new(self.key, _COUNTER.pack(self.counter) + body, hashlib.sha256).digest()[:TAG_SIZE]
+        mac = hmac.new(self.key, _COUNTER.pack(self.counter), hashlib.sha256)
+        mac.update(body)  # not counter + body: a copy of a large batch costs more than its hash
         self.counter += 1
-        return tag
+        return mac.digest()[:TAG_SIZE]
 
 
 def secure(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, send_key: bytes, receive_key: bytes) -> None:
@@ -62,10 +70,24 @@ def secure(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, send_key:
     reader._mailpair_mac = _MacState(receive_key)  # type: ignore[attr-defined]
 
 
+def frame_header(body: bytes) -> bytes:
+    start = _HEADER_START.pack(len(body), crc32c.crc32c(body))
+    return start + _CRC.pack(crc32c.crc32c(start))
+
+
+def encode_parts(msg: dict[str, Any], mac: _MacState | None = None) -> list[bytes]:
+    """A frame as the pieces to write one after the other: one piece for a small frame, three for
+    a batch of records, because joining a header to a body of 100+ KiB costs more than packing
+    and checksumming it."""
+    body = pack(msg)  # a reused Packer: packb's fresh one regrows its buffer for every batch
+    parts = [frame_header(body), body]
+    if mac is not None:
+        parts.append(mac.tag(body))
+    return parts if len(body) > JOIN_BELOW else [b"".join(parts)]
+
+
 def encode(msg: dict[str, Any], mac: _MacState | None = None) -> bytes:
-    body = msgpack.packb(msg, use_bin_type=True)
-    frame = HEADER.pack(len(body), crc32c.crc32c(body)) + body
-    return frame + mac.tag(body) if mac is not None else frame
+    return b"".join(encode_parts(msg, mac))
 
 
 async def read_frame(reader: asyncio.StreamReader, timeout: float | None = None) -> dict[str, Any]:
@@ -75,7 +97,9 @@ async def read_frame(reader: asyncio.StreamReader, timeout: float | None = None)
     # arrives as the read completes, and a reader that cannot be cancelled hangs its owner.
     async with asyncio.timeout(timeout):
         head = await reader.readexactly(HEADER.size)
-    length, crc = HEADER.unpack(head)
+    length, crc, head_crc = HEADER.unpack(head)
+    if crc32c.crc32c(head[: _HEADER_START.size]) != head_crc:
+        raise ProtocolError("frame header failed its checksum (damaged in transit)")
     if length > MAX_FRAME:
         raise ProtocolError(f"frame of {length} bytes is over the limit of {MAX_FRAME}")
     async with asyncio.timeout(timeout):
@@ -107,7 +131,8 @@ def expect(msg: dict[str, Any], kind: str) -> dict[str, Any]:
 
 async def send(writer: asyncio.StreamWriter, msg: dict[str, Any], timeout: float | None = None) -> None:
     # Encoding and writing with no await between them keeps the counter in wire order.
-    writer.write(encode(msg, getattr(writer, "_mailpair_mac", None)))
+    for part in encode_parts(msg, getattr(writer, "_mailpair_mac", None)):
+        writer.write(part)
     async with asyncio.timeout(timeout):
         await writer.drain()
 

@@ -294,10 +294,14 @@ class CopyWorker:
                 while not frames.empty() and len(msgs) < 64:
                     msgs.append(frames.get_nowait())
                 err = next((m for m in msgs if isinstance(m, BaseException)), None)
-                good = msgs[: msgs.index(err)] if err is not None else msgs
-                await self._take(good, writer)
-                if err is not None:
-                    raise err
+                if err is None:
+                    await self._take(msgs, writer)
+                    continue
+                # The active may hang up right after an error message: failing to acknowledge
+                # what came before it must not hide the error itself.
+                with contextlib.suppress(ConnectionError):
+                    await self._take(msgs[: msgs.index(err)], writer)
+                raise err
         finally:
             # cancel until it is really gone: a pump left blocked on a full queue would hang
             # this stream, its worker and the node's shutdown

@@ -93,12 +93,14 @@ def decode_record(buf: bytes | memoryview, offset: int = 0) -> tuple[Record, int
     if offset + RECORD_HEADER_SIZE > len(buf):
         return None
     crc, length, lsn, epoch, ts, rtype, _pad = RECORD_HEADER.unpack_from(buf, offset)
-    end = offset + RECORD_HEADER_SIZE + length
+    start = offset + RECORD_HEADER_SIZE
+    end = start + length
     if lsn == 0 or end > len(buf):
         return None
-    if crc32c.crc32c(bytes(buf[offset + 4 : end])) != crc:
+    payload = bytes(buf[start:end])
+    # chained over the header and the payload, as encode_record computes it: no joined copy
+    if crc32c.crc32c(payload, crc32c.crc32c(buf[offset + 4 : start])) != crc:
         return None
-    payload = bytes(buf[offset + RECORD_HEADER_SIZE : end])
     return Record(lsn, epoch, ts, rtype, payload), offset + _padded(end - offset)
 
 

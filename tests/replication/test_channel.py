@@ -4,8 +4,10 @@ that refuses damage, and inspection of records (checksum, gaps, epoch, database 
 from __future__ import annotations
 
 import asyncio
+import struct
 import uuid
 
+import crc32c
 import pytest
 
 from mailpair.replication import auth, protocol
@@ -75,7 +77,15 @@ def test_damaged_frames_are_refused():
     async def run():
         frame = bytearray(protocol.encode({"t": "hb", "head": 5}))
         frame[-1] ^= 1
-        for data, match in ((bytes(frame), "checksum"), (b"\xff\xff\xff\x7f\0\0\0\0", "over the limit")):
+        head = bytearray(frame)
+        head[0] ^= 4  # a damaged length: refused at once, not waited for
+        start = struct.pack("<II", 0x7FFFFFFF, 0)  # a sound header announcing 2 GiB
+        cases = (
+            (bytes(frame), "frame failed its checksum"),
+            (bytes(head), "header failed its checksum"),
+            (start + struct.pack("<I", crc32c.crc32c(start)), "over the limit"),
+        )
+        for data, match in cases:
             reader = asyncio.StreamReader()
             reader.feed_data(data)
             reader.feed_eof()
@@ -146,7 +156,7 @@ def test_after_authentication_frames_cannot_be_altered_replayed_or_reordered():
                 try:
                     while True:
                         head = await up_r.readexactly(protocol.HEADER.size)
-                        length, _ = protocol.HEADER.unpack(head)
+                        length = protocol.HEADER.unpack(head)[0]
                         frame = head + await up_r.readexactly(length + (protocol.TAG_SIZE if n >= 2 else 0))
                         if n == 2 and tamper:
                             frame = _tampered(frame, tamper)
@@ -180,10 +190,9 @@ def test_after_authentication_frames_cannot_be_altered_replayed_or_reordered():
 
 def _tampered(frame: bytes, how: str) -> bytes:
     """Change a tagged frame's content and fix up its CRC, or send it twice."""
-    import crc32c
     import msgpack
 
     if how == "replay":
         return frame + frame
     body = msgpack.packb({"t": "hb", "head": 99}, use_bin_type=True)
-    return protocol.HEADER.pack(len(body), crc32c.crc32c(body)) + body + frame[-protocol.TAG_SIZE :]
+    return protocol.frame_header(body) + body + frame[-protocol.TAG_SIZE :]
