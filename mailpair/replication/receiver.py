@@ -35,6 +35,9 @@ log = logging.getLogger("mailpair.replication")
 CONNECT_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
 SNAPSHOT_TIMEOUT = 300.0  # the active takes the snapshot before the first byte
+# A batch frame (100+ KiB) fits the stream buffer whole, so reading one does not pause and resume
+# the transport (asyncio's default limit is 64 KiB, paused beyond twice that).
+READ_BUFFER = 4 * 1024 * 1024
 FATAL_CODES = {"corrupt", "db_id", "ahead", "epoch", "unknown_db"}
 
 
@@ -46,7 +49,7 @@ async def connect(settings: ReplicationSettings) -> tuple[asyncio.StreamReader, 
     if not settings.peer_host or not settings.peer_port:
         raise ConnectionError("no active configured (peer_replication is empty)")
     async with asyncio.timeout(CONNECT_TIMEOUT):
-        reader, writer = await asyncio.open_connection(settings.peer_host, settings.peer_port)
+        reader, writer = await asyncio.open_connection(settings.peer_host, settings.peer_port, limit=READ_BUFFER)
     try:
         active = await auth.as_passive(reader, writer, settings.secret, settings.node)
     except BaseException:
