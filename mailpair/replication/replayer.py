@@ -18,7 +18,6 @@ from mailpair.store import Database
 log = logging.getLogger("mailpair.replication")
 
 STEP = 500  # records per replay call, so a pause takes effect quickly
-COALESCE_S = 0.1  # how long a small replay waits for more records to join it
 
 
 class Replayer:
@@ -105,11 +104,9 @@ class Replayer:
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
                 continue
-            if target - self.db.applied_lsn < STEP:
-                # Let a few batches gather first: each replay call reads its log segment back,
-                # so many tiny calls cost the passive far more than a few larger ones.
-                await asyncio.sleep(COALESCE_S)
-                target, _ = self._target()
+            # No waiting for more to gather: a read from the log starts near its LSN, so a small
+            # replay costs what it applies, and replaying each stored batch right after its ack
+            # keeps the passive's work out of the way of the next one (copy lag, sync mode).
             upto = min(target, self.db.applied_lsn + STEP)
             try:
                 n = await self._on_writer(self.db.replay_stored, upto, STEP)
