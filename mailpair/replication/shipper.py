@@ -88,6 +88,7 @@ class CopyView:
         self.streams = 0  # open streams of this copy (a reconnect may overlap the old one's end)
         self.mode = "file"
         self.acked = 0
+        self.sent = 0  # last LSN sent on the current stream: no acknowledgement may go past it
         self.passive: dict[str, Any] = {}
         self.reason: str | None = "not connected yet"
         self.lag_samples: collections.deque[float] = collections.deque(maxlen=100_000)  # ms
@@ -378,7 +379,7 @@ class Shipper:
         live = LiveFeed(db, asyncio.get_running_loop(), self.settings.live_buffer_records)
         await protocol.send(writer, {"t": "ok", "head": db.log.last_lsn, "epoch": db.epoch}, HANDSHAKE_TIMEOUT)
         view.streams += 1
-        view.acked, view.mode, view.reason = start - 1, "file", None
+        view.acked, view.sent, view.mode, view.reason = start - 1, start - 1, "file", None
         gate = self.gates.get(db.name)
         if gate:
             gate.set_connected(1)
@@ -410,6 +411,9 @@ class Shipper:
             lsn = msg.get("lsn")
             if not isinstance(lsn, int):
                 raise protocol.ProtocolError("ack without LSN")
+            if lsn > view.sent:
+                # believed, it would release synchronous callers for records the passive never got
+                raise protocol.ProtocolError(f"the passive acknowledged LSN {lsn}, but only up to {view.sent} was sent")
             info = msg.get("info")
             if isinstance(info, dict):
                 view.passive = info
@@ -524,4 +528,5 @@ class Shipper:
     async def _send_batch(self, db: Database, view: CopyView, writer, first: int, raws: list[bytes], mode: str) -> None:
         msg = self._heartbeat(db, view)
         msg.update({"t": "recs", "id": db.db_id, "first": first, "raws": raws, "mode": mode})
+        view.sent = first + len(raws) - 1  # before the send: the ack may come back before drain returns
         await protocol.send(writer, msg, WRITE_TIMEOUT)

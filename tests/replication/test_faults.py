@@ -201,3 +201,50 @@ def test_the_active_refuses_a_copy_from_a_newer_epoch_and_authenticated_garbage(
     err = asyncio.run(ask({"t": "no-such-request"}))
     assert isinstance(err, asyncio.IncompleteReadError)  # hung up on
     assert pair.deliver(5)["ok"]
+
+
+def test_a_passive_that_acknowledges_records_it_was_never_sent_is_dropped(tmp_path):
+    """A lying (or broken) passive must not release synchronous callers: they wait for a real
+    acknowledgement, or for the fallback once the liar is gone."""
+    pair = TestPair(tmp_path / "pair", mode="sync")
+    pair.tune("node1", sync_fallback_s=3.0)
+    cfg = pair.config("node1")
+    secret = cfg.secret.encode()
+
+    async def liar() -> tuple[float, float, BaseException]:
+        async def connect():
+            reader, writer = await asyncio.open_connection("127.0.0.1", cfg.replication.port)
+            await auth.as_passive(reader, writer, secret, "node2")
+            return reader, writer
+
+        r, w = await connect()
+        await protocol.send(w, {"t": "list"})
+        db = next(d for d in (await protocol.read_frame(r, 5))["dbs"] if d["name"] == "mail")
+        w.close()
+        r, w = await connect()
+        await protocol.send(w, {"t": "open", "db": "mail", "id": db["id"], "from": db["head"] + 1, "epoch": db["epoch"]})
+        assert (await protocol.read_frame(r, 5))["t"] == "ok"
+        await asyncio.to_thread(pair.deliver_start, 1, 1)
+        while (msg := await protocol.read_frame(r, 10))["t"] != "recs":
+            pass
+        lied_at = time.monotonic()
+        await protocol.send(w, {"t": "ack", "lsn": msg["first"] + 1000, "info": {}})
+        try:
+            while True:
+                await protocol.read_frame(r, 10)
+        except (asyncio.IncompleteReadError, ConnectionError) as e:
+            return lied_at, time.monotonic(), e
+        finally:
+            w.close()
+
+    try:
+        pair.start_active()
+        lied_at, dropped_at, _ = asyncio.run(liar())
+        assert dropped_at - lied_at < 5
+        out = pair.deliver_result()  # answered by the fallback, not by the lie
+        answered_at = time.monotonic()
+        assert out["errors"] == 0 and answered_at - lied_at > 2.0
+        log = pair.log_text("node1")
+        assert "only up to" in log and "FELL BACK TO ASYNCHRONOUS" in log
+    finally:
+        pair.stop()
