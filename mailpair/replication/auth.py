@@ -72,6 +72,10 @@ async def as_active(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     hello = protocol.expect(await protocol.read_frame(reader, TIMEOUT), "hello")
     nonce_p = _nonce(hello)
     peer = str(hello.get("node"))
+    if hello.get("v") != protocol.VERSION:
+        why = f"node {peer!r} speaks replication protocol {hello.get('v')}, this node {protocol.VERSION}; upgrade both nodes"
+        await protocol.send(writer, protocol.error("version", why), TIMEOUT)
+        raise AuthFailed(why)
     nonce_a = secrets.token_bytes(32)
     await protocol.send(writer, {"t": "challenge", "node": node, "nonce": nonce_a}, TIMEOUT)
     msg = protocol.expect(await protocol.read_frame(reader, TIMEOUT), "auth")

@@ -32,7 +32,9 @@ _COUNTER = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 MAX_FRAME = 96 * 1024 * 1024  # a batch of records; a single record is at most one segment (32 MiB)
 JOIN_BELOW = 64 * 1024
-VERSION = 2  # 2: frame headers carry their own checksum
+# 2: frame headers carry their own checksum. Frames of versions 1 and 2 differ, so a node of one
+# cannot read even the hello of the other (it reports damaged frames): upgrade both nodes together.
+VERSION = 2
 
 
 class ProtocolError(Exception):

@@ -302,7 +302,7 @@ class CopyWorker:
                     continue
                 # The active may hang up right after an error message: failing to acknowledge
                 # what came before it must not hide the error itself.
-                with contextlib.suppress(ConnectionError):
+                with contextlib.suppress(OSError):  # a reset, or a drain that timed out
                     await self._take(msgs[: msgs.index(err)], writer)
                 raise err
         finally:

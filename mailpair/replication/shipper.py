@@ -88,13 +88,22 @@ class CopyView:
         self.streams = 0  # open streams of this copy (a reconnect may overlap the old one's end)
         self.mode = "file"
         self.acked = 0
-        self.sent = 0  # last LSN sent on the current stream: no acknowledgement may go past it
         self.passive: dict[str, Any] = {}
         self.reason: str | None = "not connected yet"
         self.lag_samples: collections.deque[float] = collections.deque(maxlen=100_000)  # ms
         self._pinned = -1
         self._pinned_at = 0.0
         self.pin_task: asyncio.Task | None = None
+
+
+class Sent:
+    """The last LSN sent on one stream: that stream's acknowledgements may not go past it. Kept
+    per stream, not per copy, since a reconnect's stream may overlap the end of the old one."""
+
+    __slots__ = ("lsn",)
+
+    def __init__(self, lsn: int):
+        self.lsn = lsn
 
 
 class LiveFeed:
@@ -379,12 +388,13 @@ class Shipper:
         live = LiveFeed(db, asyncio.get_running_loop(), self.settings.live_buffer_records)
         await protocol.send(writer, {"t": "ok", "head": db.log.last_lsn, "epoch": db.epoch}, HANDSHAKE_TIMEOUT)
         view.streams += 1
-        view.acked, view.sent, view.mode, view.reason = start - 1, start - 1, "file", None
+        view.acked, view.mode, view.reason = start - 1, "file", None
+        sent = Sent(start - 1)
         gate = self.gates.get(db.name)
         if gate:
             gate.set_connected(1)
-        acks = asyncio.create_task(self._read_acks(db, view, reader))
-        sender = asyncio.create_task(self._send_loop(db, view, live, start, writer))
+        acks = asyncio.create_task(self._read_acks(db, view, sent, reader))
+        sender = asyncio.create_task(self._send_loop(db, view, sent, live, start, writer))
         try:
             done, _ = await asyncio.wait({acks, sender}, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -401,7 +411,7 @@ class Shipper:
             if gate:
                 gate.set_connected(-1)
 
-    async def _read_acks(self, db: Database, view: CopyView, reader) -> None:
+    async def _read_acks(self, db: Database, view: CopyView, sent: Sent, reader) -> None:
         gate = self.gates.get(db.name)
         tracker = self.heads[db.name]
         while True:
@@ -411,9 +421,9 @@ class Shipper:
             lsn = msg.get("lsn")
             if not isinstance(lsn, int):
                 raise protocol.ProtocolError("ack without LSN")
-            if lsn > view.sent:
+            if lsn > sent.lsn:
                 # believed, it would release synchronous callers for records the passive never got
-                raise protocol.ProtocolError(f"the passive acknowledged LSN {lsn}, but only up to {view.sent} was sent")
+                raise protocol.ProtocolError(f"the passive acknowledged LSN {lsn}, but only up to {sent.lsn} was sent")
             info = msg.get("info")
             if isinstance(info, dict):
                 view.passive = info
@@ -430,7 +440,7 @@ class Shipper:
                 self._pin_tasks.add(view.pin_task)
                 view.pin_task.add_done_callback(self._pin_tasks.discard)
 
-    async def _send_loop(self, db: Database, view: CopyView, live: LiveFeed, start: int, writer) -> None:
+    async def _send_loop(self, db: Database, view: CopyView, sent: Sent, live: LiveFeed, start: int, writer) -> None:
         nxt = start
         s = self.settings
         while True:
@@ -442,7 +452,7 @@ class Shipper:
                     raws.append(live.pop()[1])
                     size += len(raws[-1])
                 view.mode = "block"
-                await self._send_batch(db, view, writer, nxt, raws, "block")
+                await self._send_batch(db, view, sent, writer, nxt, raws, "block")
                 nxt += len(raws)
                 continue
             head = db.log.last_lsn
@@ -451,7 +461,7 @@ class Shipper:
                 # file mode: read back from segments up to the head, or up to what live holds
                 upto = live.items[0][0] - 1 if live.items else head
                 view.mode = "file"
-                nxt = await self._send_from_files(db, view, writer, nxt, upto)
+                nxt = await self._send_from_files(db, view, sent, writer, nxt, upto)
                 continue
             live.event.clear()
             if not live.items:
@@ -467,7 +477,7 @@ class Shipper:
                     else:
                         await protocol.send(writer, self._heartbeat(db, view), WRITE_TIMEOUT)
 
-    async def _send_from_files(self, db: Database, view: CopyView, writer, nxt: int, upto: int) -> int:
+    async def _send_from_files(self, db: Database, view: CopyView, sent: Sent, writer, nxt: int, upto: int) -> int:
         s = self.settings
         try:
             gen = db.log.read_from(nxt, upto)
@@ -501,7 +511,7 @@ class Shipper:
                 raise await self._log_failed(db, writer, nxt, e) from None
             if not raws:
                 break
-            await self._send_batch(db, view, writer, nxt, raws, "file")
+            await self._send_batch(db, view, sent, writer, nxt, raws, "file")
             nxt += len(raws)
         return nxt
 
@@ -525,8 +535,10 @@ class Shipper:
             "lag": round(time.monotonic() - written, 3) if written is not None else None,
         }
 
-    async def _send_batch(self, db: Database, view: CopyView, writer, first: int, raws: list[bytes], mode: str) -> None:
+    async def _send_batch(
+        self, db: Database, view: CopyView, sent: Sent, writer, first: int, raws: list[bytes], mode: str
+    ) -> None:
         msg = self._heartbeat(db, view)
         msg.update({"t": "recs", "id": db.db_id, "first": first, "raws": raws, "mode": mode})
-        view.sent = first + len(raws) - 1  # before the send: the ack may come back before drain returns
+        sent.lsn = first + len(raws) - 1  # before the send: the ack may come back before drain returns
         await protocol.send(writer, msg, WRITE_TIMEOUT)

@@ -51,6 +51,34 @@ def test_active_refuses_a_passive_with_the_wrong_secret():
     assert isinstance(r["passive"], auth.AuthFailed) and "refused" in str(r["passive"])
 
 
+def test_active_refuses_a_passive_of_another_protocol_version():
+    async def run():
+        results = {}
+
+        async def handle(reader, writer):
+            try:
+                results["active"] = await auth.as_active(reader, writer, b"s3cret", "node1")
+            except Exception as e:
+                results["active"] = e
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        hello = {"t": "hello", "v": protocol.VERSION + 1, "node": "node2", "nonce": b"n" * 32}
+        await protocol.send(writer, hello)
+        try:
+            await protocol.read_frame(reader, 5)
+        except Exception as e:
+            results["passive"] = e
+        writer.close()
+        server.close()
+        return results
+
+    r = asyncio.run(run())
+    assert isinstance(r["active"], auth.AuthFailed) and "upgrade both nodes" in str(r["active"])
+    assert isinstance(r["passive"], protocol.PeerError) and "speaks replication protocol" in str(r["passive"])
+
+
 def test_passive_refuses_an_impostor_active():
     """A fake active that accepts any proof still cannot prove it knows the secret."""
 
