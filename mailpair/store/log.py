@@ -22,7 +22,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
-import mmap
 import os
 import struct
 import threading
@@ -42,7 +41,8 @@ RECORD_HEADER_SIZE = RECORD_HEADER.size  # 36
 ALIGN = 8
 DEFAULT_SEGMENT_SIZE = 32 * 1024 * 1024
 VERSION = 1
-MARK_EVERY = 64  # records between offset marks of a segment scanned at open
+MARK_EVERY = 64  # records between a segment's offset marks (where reads from an LSN start)
+READ_WINDOW = 1024 * 1024  # bytes a read takes from a segment file at a time
 
 
 class LogError(Exception):
@@ -102,6 +102,25 @@ def decode_record(buf: bytes | memoryview, offset: int = 0) -> tuple[Record, int
     if crc32c.crc32c(payload, crc32c.crc32c(buf[offset + 4 : start])) != crc:
         return None
     return Record(lsn, epoch, ts, rtype, payload), offset + _padded(end - offset)
+
+
+def _record_size(buf: bytes, pos: int) -> int:
+    """Bytes the record at pos needs, as far as its header tells (the header alone if cut)."""
+    if len(buf) - pos < RECORD_HEADER_SIZE:
+        return RECORD_HEADER_SIZE
+    return RECORD_HEADER_SIZE + struct.unpack_from("<I", buf, pos + 4)[0]
+
+
+def _zero_from(fd: int, offset: int, size: int) -> bool:
+    """Is the file all zeros from offset to its end?"""
+    while offset < size:
+        chunk = os.pread(fd, min(READ_WINDOW, size - offset), offset)
+        if not chunk:
+            return True
+        if chunk.strip(b"\0"):
+            return False
+        offset += len(chunk)
+    return True
 
 
 def segment_name(first_lsn: int) -> str:
@@ -179,11 +198,15 @@ class TransactionLog:
         self.last_timestamp_us = 0
         self.torn_tail_cut: int = 0  # bytes cut at open, for reporting
         self._segments: list[SegmentInfo] = []
-        # Per segment (by first LSN): sorted (LSNs, offsets) of some of its records, one per
-        # written batch, so a read from an LSN starts near it instead of decoding the segment
-        # from its start (the passive's replayer reads a few hundred records at a time).
+        # Per segment (by first LSN): sorted (LSNs, offsets) of every MARK_EVERY-th record or so,
+        # so a read from an LSN starts near it instead of decoding the segment from its start
+        # (the passive's replayer reads a few hundred records at a time).
         self._marks: dict[int, tuple[list[int], list[int]]] = {}
+        self._mark_lsn = 0  # the current segment's last mark (its first LSN if none)
         self._unsynced_marks: list[tuple[int, int, int]] = []  # (segment, lsn, offset) until sync
+        # what was written since the last sync, (segment, offset, length): a batch that fails is
+        # undone whole, in every segment it reached
+        self._unsynced_writes: list[tuple[SegmentInfo, int, int]] = []
 
     # ------------------------------------------------------------------ open / scan
     def open(self) -> None:
@@ -218,6 +241,7 @@ class TransactionLog:
         self._seg = last
         self._fd = os.open(last.path, os.O_RDWR)
         self._write_offset = self._synced_offset = last_end
+        self._mark_lsn = self._last_mark(last)
 
     def _first_lsn_expected(self) -> int:
         return self._segments[0].first_lsn if self._segments else 1
@@ -311,11 +335,15 @@ class TransactionLog:
             for raw in raw_records:
                 if len(raw) > self.segment_size - SEGMENT_HEADER_SIZE:
                     raise LogError(f"record of {len(raw)} bytes does not fit a segment")
+                lsn = struct.unpack_from("<Q", raw, 8)[0]
                 if self._fd is None or self._write_offset + size + len(raw) > self._seg.size:
                     if batch:
                         self._write(b"".join(batch))
                         batch, size = [], 0
-                    self._new_segment(struct.unpack_from("<Q", raw, 8)[0])
+                    self._new_segment(lsn)
+                if lsn - self._mark_lsn >= MARK_EVERY:
+                    self._unsynced_marks.append((self._seg.first_lsn, lsn, self._write_offset + size))
+                    self._mark_lsn = lsn
                 batch.append(raw)
                 size += len(raw)
             if batch:
@@ -330,25 +358,50 @@ class TransactionLog:
                 lsns.append(lsn)
                 offsets.append(off)
             self._unsynced_marks.clear()
+            self._unsynced_writes.clear()
             self._synced_offset = self._write_offset
             self.last_lsn = last.lsn
             self.last_epoch = last.epoch
             self.last_timestamp_us = last.timestamp_us
 
     def forget_unsynced(self) -> None:
-        """Zero what was written after the last sync (a batch whose sync failed, or that was
+        """Undo what was written after the last sync (a batch whose sync failed, or that was
         refused after it was written), so the next batch overwrites it and a later scan cannot
-        take it for records."""
+        take it for records. A batch bigger than a segment may have reached new segments, and
+        starting one made the part before durable: the new segments go and that part is zeroed
+        durably too."""
         with self._lock:
             self._unsynced_marks.clear()
-            if self._fd is not None and self._write_offset > self._synced_offset:
-                with contextlib.suppress(OSError):
-                    os.pwrite(self._fd, bytes(self._write_offset - self._synced_offset), self._synced_offset)
-                self._write_offset = self._synced_offset
+            writes, self._unsynced_writes = self._unsynced_writes, []
+            if not writes:
+                return
+            first_seg, first_off = writes[0][0], writes[0][1]
+            dropped = False
+            while self._seg is not first_seg and len(self._segments) > 1:
+                # a segment this batch started: it holds nothing but the batch's records
+                seg = self._segments.pop()
+                self._marks.pop(seg.first_lsn, None)
+                os.close(self._fd)
+                seg.path.unlink(missing_ok=True)
+                self._seg = self._segments[-1]
+                self._fd = os.open(self._seg.path, os.O_RDWR)
+                dropped = True
+            end = max((off + n for seg, off, n in writes if seg is self._seg), default=first_off)
+            with contextlib.suppress(OSError):
+                os.pwrite(self._fd, bytes(end - first_off), first_off)
+                if dropped:
+                    os.fdatasync(self._fd)
+                    _fsync_dir(self.dir)
+            self._write_offset = self._synced_offset = first_off
+            self._mark_lsn = self._last_mark(self._seg)
+
+    def _last_mark(self, seg: SegmentInfo) -> int:
+        marks = self._marks.get(seg.first_lsn)
+        return marks[0][-1] if marks and marks[0] else seg.first_lsn
 
     def _write(self, data: bytes) -> None:
         """Write records (whole ones, the first at the start of data) where the log ends."""
-        self._unsynced_marks.append((self._seg.first_lsn, struct.unpack_from("<Q", data, 8)[0], self._write_offset))
+        self._unsynced_writes.append((self._seg, self._write_offset, len(data)))
         try:
             n = os.pwrite(self._fd, data, self._write_offset)
         except OSError as e:
@@ -396,6 +449,7 @@ class TransactionLog:
         self._seg = SegmentInfo(path, first_lsn, prev_first, self.segment_size)
         self._segments.append(self._seg)
         self._write_offset = self._synced_offset = SEGMENT_HEADER_SIZE
+        self._mark_lsn = first_lsn  # a read from the start of a segment needs no mark
 
     # ------------------------------------------------------------------ read
     def segments(self) -> list[SegmentInfo]:
@@ -443,28 +497,31 @@ class TransactionLog:
             i = bisect.bisect_right(marks[0], lsn) - 1 if marks else -1
             if i >= 0:
                 expected, off = marks[0][i], marks[1][i]
-        # mapped, not read: only the pages from the starting mark on are touched
-        with open(seg.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            while expected <= upto:
-                dec = decode_record(buf, off)
-                if dec is None:
-                    if not buf[off:].strip(b"\0"):
-                        return  # the end of this segment's records; the next segment goes on
-                    raise LogCorruption(
-                        f"segment {seg.path.name}: record LSN {expected} is damaged",
-                        segment=seg.path.name,
-                        lsn=expected,
-                    )
-                rec, off = dec
-                if rec.lsn != expected:
-                    raise LogCorruption(
-                        f"segment {seg.path.name}: found LSN {rec.lsn} where {expected} belongs",
-                        segment=seg.path.name,
-                        lsn=expected,
-                    )
-                if rec.lsn >= lsn:
-                    yield rec
-                expected += 1
+        name = seg.path.name
+        try:
+            with open(seg.path, "rb", buffering=0) as f:
+                fd = f.fileno()
+                size = os.fstat(fd).st_size
+                base, buf, pos = off, b"", 0  # buf holds the file from offset base on
+                while expected <= upto:
+                    if len(buf) - pos < _record_size(buf, pos) and base + len(buf) < size:
+                        base += pos  # the next record is not all in the window: move it here
+                        buf, pos = os.pread(fd, max(READ_WINDOW, min(_record_size(buf, pos), size - base)), base), 0
+                    dec = decode_record(buf, pos)
+                    if dec is None:
+                        if _zero_from(fd, base + pos, size):
+                            return  # the end of this segment's records; the next segment goes on
+                        raise LogCorruption(f"segment {name}: record LSN {expected} is damaged", segment=name, lsn=expected)
+                    rec, pos = dec
+                    if rec.lsn != expected:
+                        raise LogCorruption(
+                            f"segment {name}: found LSN {rec.lsn} where {expected} belongs", segment=name, lsn=expected
+                        )
+                    if rec.lsn >= lsn:
+                        yield rec
+                    expected += 1
+        except OSError as e:  # an unreadable disk block: the records from here on cannot be had
+            raise LogCorruption(f"segment {name}: cannot read record LSN {expected}: {e}", segment=name, lsn=expected) from e
 
     def truncate_before(self, lsn: int) -> list[str]:
         """Delete whole segments every record of which is below lsn. Returns the names removed."""

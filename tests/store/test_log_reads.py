@@ -102,3 +102,50 @@ def test_a_read_that_passes_a_damaged_record_stops_there(tmp_path):
     assert e.value.lsn == victim
     assert [r.lsn for r in live.read_from(victim - 3, victim - 1)] == [victim - 3, victim - 2, victim - 1]
     live.close()
+
+
+def test_marks_stay_few_however_small_the_batches(tmp_path):
+    log = TransactionLog(tmp_path / "log", DB_ID, segment_size=1024 * 1024)
+    log.open()
+    for lsn in range(1, 2001):
+        _write(log, lsn, 1)  # one record per commit, as a lightly loaded node writes them
+    marks = sum(len(lsns) for lsns, _ in log._marks.values())
+    assert marks <= 2000 // 64 + len(log.segments())
+    _check_reads(log, 2000, random.Random(3))
+    log.close()
+
+
+def test_a_batch_bigger_than_a_segment_that_fails_leaves_nothing_of_itself(tmp_path, monkeypatch):
+    log = _filled(tmp_path / "log", total=50)
+    segments_before = [s.path.name for s in log.segments()]
+    big = [Record(lsn, 1, 0, 3, b"refused %d " % lsn * 100) for lsn in range(51, 251)]  # ~200 KiB: several segments
+    real_sync = TransactionLog._sync
+
+    def failing_sync(self):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(TransactionLog, "_sync", failing_sync)
+    with pytest.raises(OSError):
+        log.append([r.encode() for r in big], big[-1])
+    monkeypatch.setattr(TransactionLog, "_sync", real_sync)
+    assert [s.path.name for s in log.segments()] == segments_before  # the segments it started are gone
+    assert log.last_lsn == 50
+    _write(log, 51, 40)  # the same LSNs again, other records
+    got = list(log.read_from(45))
+    assert [r.lsn for r in got] == list(range(45, 91)) and all(r.payload == _payload(r.lsn) for r in got)
+    log.close()
+    reopened = TransactionLog(tmp_path / "log", DB_ID, segment_size=SEGMENT)
+    reopened.open()  # the scan finds no trace of the refused batch
+    assert reopened.last_lsn == 90
+    assert [r.payload for r in reopened.read_from(51)] == [_payload(lsn) for lsn in range(51, 91)]
+    reopened.close()
+
+
+def test_a_segment_cut_short_outside_the_log_stops_a_read_with_the_lsn(tmp_path):
+    log = _filled(tmp_path / "log", total=400)
+    seg = log.segments()[1]
+    os.truncate(seg.path, SEGMENT_HEADER_SIZE + 5000)  # what a bad copy or a broken disk leaves
+    with pytest.raises(LogCorruption) as e:
+        list(log.read_from(seg.first_lsn, 400))
+    assert e.value.lsn is not None and e.value.lsn > seg.first_lsn
+    log.close()
