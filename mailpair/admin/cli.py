@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from mailpair.admin import pair as pairmod
@@ -212,39 +213,77 @@ def _ago(ts: float | None) -> str:
     return f"{age:.1f}s ago" if age < 120 else time.strftime("%H:%M:%S", time.localtime(ts))
 
 
-def _status_table(st: dict[str, Any]) -> Table:
-    w = st.get("witness") or {}
-    witness = f"witness {w.get('path', 'none')}" + (f" (active {w['active']})" if w.get("active") else "")
-    if w.get("error"):
-        witness += f" [red]{w['error']}[/]"
-    table = Table(title=f"mailpair status (epoch {st['epoch']})", caption=witness)
-    cols = ("database", "node", "role", "copy status", "copy queue", "replay queue", "stored LSN", "replayed LSN")
-    for col in (*cols, "last stored", "last replayed", "lag", "backup age", "reason"):
-        table.add_column(col)
+# Status columns: (key, heading in the full table, heading in the compact one or None to leave
+# it out). An 80-column terminal gets the compact table rather than every cell cut to "…".
+_STATUS_COLUMNS = (
+    ("database", "database", "db"),
+    ("node", "node", "node"),
+    ("role", "role", "role"),
+    ("status", "copy status", "status"),
+    ("copy_queue", "copy queue", "copy q"),
+    ("replay_queue", "replay queue", "replay q"),
+    ("stored", "stored LSN", None),
+    ("replayed", "replayed LSN", None),
+    ("last_stored", "last stored", None),
+    ("last_replayed", "last replayed", None),
+    ("lag", "lag", "lag"),
+    ("backup", "backup age", None),
+    ("reason", "reason", "reason"),
+)
+
+
+def _status_rows(st: dict[str, Any]) -> list[dict[str, str]]:
     roles = {n["name"]: n["role"] for n in st["nodes"]}
+    rows = []
     for d in st["databases"]:
         for c in d["copies"]:
             color = {"Healthy": "green", "Mounted": "green", "Failed": "red", "Disconnected": "red"}.get(c["status"], "yellow")
             lag = c.get("copy_lag_s")
-            table.add_row(
-                d["name"],
-                c["node"],
-                roles.get(c["node"]) or "?",
-                f"[{color}]{c['status']}[/]",
-                str(c.get("copy_queue")),
-                str(c.get("replay_queue")),
-                str(c.get("stored_lsn")),
-                str(c.get("replayed_lsn")),
-                _ago(c.get("last_stored_time")),
-                _ago(c.get("last_replayed_time")),
-                "-" if lag is None else f"{lag * 1000:.0f} ms",
-                # Backups are not built yet in this version; the column says so rather than hide.
-                "no backup",
-                c.get("reason") or "",
+            rows.append(
+                {
+                    "database": d["name"],
+                    "node": c["node"],
+                    "role": roles.get(c["node"]) or "?",
+                    "status": f"[{color}]{c['status']}[/]",
+                    "copy_queue": str(c.get("copy_queue")),
+                    "replay_queue": str(c.get("replay_queue")),
+                    "stored": str(c.get("stored_lsn")),
+                    "replayed": str(c.get("replayed_lsn")),
+                    "last_stored": _ago(c.get("last_stored_time")),
+                    "last_replayed": _ago(c.get("last_replayed_time")),
+                    "lag": "-" if lag is None else f"{lag * 1000:.0f} ms",
+                    # Backups are not built yet in this version; the column says so rather than hide.
+                    "backup": "no backup",
+                    "reason": c.get("reason") or "",
+                }
             )
     for n in st["nodes"]:
         if not n["reachable"]:
-            table.add_row("-", n["name"], "-", "[red]unreachable[/]", *[""] * 8, n["url"])
+            rows.append({"database": "-", "node": n["name"], "role": "-", "status": "[red]unreachable[/]", "reason": n["url"]})
+    return rows
+
+
+def _status_table(st: dict[str, Any], width: int | None = None) -> Table:
+    """The full table, or the compact one when the full one is wider than `width`."""
+    w = st.get("witness") or {}
+    witness = f"witness {w.get('path', 'none')}" + (f" (active {w['active']})" if w.get("active") else "")
+    if w.get("error"):
+        witness += f" [red]{w['error']}[/]"
+    rows = _status_rows(st)
+
+    def build(compact: bool) -> Table:
+        cols = [(key, short if compact else full) for key, full, short in _STATUS_COLUMNS if not compact or short]
+        table = Table(title=f"mailpair status (epoch {st['epoch']})", caption=witness)
+        for key, heading in cols:
+            table.add_column(heading, no_wrap=key != "reason")
+        for row in rows:
+            table.add_row(*(row.get(key, "") for key, _ in cols))
+        return table
+
+    table = build(compact=False)
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if width is not None and natural > width:
+        return build(compact=True)
     return table
 
 
@@ -259,15 +298,15 @@ def status(root: Path | None, admin: tuple[str, ...], token: str | None, as_json
         click.echo(json.dumps(merged_status(api)))
         return
     if not watch:
-        console.print(_status_table(merged_status(api)))
+        console.print(_status_table(merged_status(api), console.width))
         return
     from rich.live import Live
 
-    with Live(_status_table(merged_status(api)), console=console, refresh_per_second=2) as live:
+    with Live(_status_table(merged_status(api), console.width), console=console, refresh_per_second=2) as live:
         try:
             while True:
                 time.sleep(1)
-                live.update(_status_table(merged_status(api)))
+                live.update(_status_table(merged_status(api), console.width))
         except KeyboardInterrupt:
             pass
 
@@ -287,7 +326,7 @@ def copy_status(root, admin, token, as_json) -> None:
     if as_json:
         click.echo(json.dumps(st["databases"]))
     else:
-        console.print(_status_table(st))
+        console.print(_status_table(st, console.width))
 
 
 def _copy_action(action: str):

@@ -179,6 +179,24 @@ def test_status_table_for_people(pair):
     assert "mail" in out and "Mounted" in out and "node1" in out
 
 
+def test_status_table_fits_an_80_column_terminal(pair):
+    """On a narrow terminal the table keeps the columns an admin needs first, whole, instead of
+    cutting every cell to an ellipsis."""
+    r = subprocess.run(
+        [sys.executable, "-m", "mailpair", "status", "--dir", pair["dir"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), r.stdout
+    assert "…" not in r.stdout, r.stdout
+    for word in ("status", "copy q", "replay q", "lag", "Mounted", "node1", "active", "witness"):
+        assert word in r.stdout, f"{word!r} missing from:\n{r.stdout}"
+
+
 def test_metrics_count_imap_commands(pair):
     import imaplib
 
