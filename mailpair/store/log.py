@@ -42,7 +42,10 @@ ALIGN = 8
 DEFAULT_SEGMENT_SIZE = 32 * 1024 * 1024
 VERSION = 1
 MARK_EVERY = 64  # records between a segment's offset marks (where reads from an LSN start)
-READ_WINDOW = 1024 * 1024  # bytes a read takes from a segment file at a time
+# A read takes a segment file in windows that start small (a replay of one batch needs a few
+# records) and double up to the largest as the read goes on.
+FIRST_READ_WINDOW = 64 * 1024
+READ_WINDOW = 1024 * 1024
 
 
 class LogError(Exception):
@@ -503,10 +506,12 @@ class TransactionLog:
                 fd = f.fileno()
                 size = os.fstat(fd).st_size
                 base, buf, pos = off, b"", 0  # buf holds the file from offset base on
+                window = FIRST_READ_WINDOW
                 while expected <= upto:
                     if len(buf) - pos < _record_size(buf, pos) and base + len(buf) < size:
                         base += pos  # the next record is not all in the window: move it here
-                        buf, pos = os.pread(fd, max(READ_WINDOW, min(_record_size(buf, pos), size - base)), base), 0
+                        buf, pos = os.pread(fd, max(window, min(_record_size(buf, pos), size - base)), base), 0
+                        window = min(2 * window, READ_WINDOW)
                     dec = decode_record(buf, pos)
                     if dec is None:
                         if _zero_from(fd, base + pos, size):
