@@ -163,17 +163,22 @@ def test_dashboard_in_headless_chromium(pair, tmp_path):
     assert shot.exists() and shot.stat().st_size > 10_000
 
 
-def test_status_table_for_people(pair):
-    """The rich table an admin reads: every database's copies with their queues, times and witness."""
+def _status_on_terminal(pair, columns: int) -> str:
+    """`mailpair status` as an admin sees it on a terminal this wide."""
     r = subprocess.run(
         [sys.executable, "-m", "mailpair", "status", "--dir", pair["dir"]],
         capture_output=True,
         text=True,
         timeout=60,
-        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"},
+        env={"COLUMNS": str(columns), "PATH": "/usr/bin:/bin"},
     )
     assert r.returncode == 0, r.stderr
-    out = r.stdout
+    return r.stdout
+
+
+def test_status_table_for_people(pair):
+    """The rich table an admin reads: every database's copies with their queues, times and witness."""
+    out = _status_on_terminal(pair, 250)
     for col in ("copy status", "copy queue", "replay queue", "last stored", "lag", "backup age", "witness"):
         assert col in out, f"{col!r} missing from:\n{out}"
     assert "mail" in out and "Mounted" in out and "node1" in out
@@ -182,19 +187,11 @@ def test_status_table_for_people(pair):
 def test_status_table_fits_an_80_column_terminal(pair):
     """On a narrow terminal the table keeps the columns an admin needs first, whole, instead of
     cutting every cell to an ellipsis."""
-    r = subprocess.run(
-        [sys.executable, "-m", "mailpair", "status", "--dir", pair["dir"]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"},
-    )
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert all(len(line) <= 80 for line in lines), r.stdout
-    assert "…" not in r.stdout, r.stdout
+    out = _status_on_terminal(pair, 80)
+    assert all(len(line) <= 80 for line in out.splitlines()), out
+    assert "…" not in out, out
     for word in ("status", "copy q", "replay q", "lag", "Mounted", "node1", "active", "witness"):
-        assert word in r.stdout, f"{word!r} missing from:\n{r.stdout}"
+        assert word in out, f"{word!r} missing from:\n{out}"
 
 
 def test_metrics_count_imap_commands(pair):
