@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import logging
+import sqlite3
 import time
 
 from mailpair.store import Database
@@ -18,6 +20,7 @@ from mailpair.store import Database
 log = logging.getLogger("mailpair.replication")
 
 STEP = 500  # records per replay call, so a pause takes effect quickly
+RETRY_S = 5.0  # how often replay tries again on a full disk
 
 
 class Replayer:
@@ -36,6 +39,7 @@ class Replayer:
         self._task: asyncio.Task | None = None
         self._busy: asyncio.Future | None = None
         self._checkpointed = db.applied_lsn
+        self._retry_at: float | None = None  # set while a full disk holds replay up
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load_pending)
@@ -59,6 +63,7 @@ class Replayer:
     def resume(self) -> None:
         self.paused = False
         self.error = None
+        self._retry_at = None
         self._wake.set()
 
     async def _on_writer(self, fn, *args):
@@ -96,6 +101,8 @@ class Replayer:
 
     async def _run(self) -> None:
         while True:
+            if self.error and self._retry_at is not None and time.monotonic() >= self._retry_at:
+                self.error = self._retry_at = None  # the admin may have made room by now
             target, due_in = self._target()
             if self.paused or self.error or target <= self.db.applied_lsn:
                 self._wake.clear()
@@ -112,6 +119,10 @@ class Replayer:
                 n = await self._on_writer(self.db.replay_stored, upto, STEP)
             except Exception as e:  # a record that cannot be applied stops replay; nothing is skipped
                 self.error = f"replay stopped at LSN {self.db.applied_lsn + 1}: {e}"
+                if _no_room(e):
+                    # not the record's fault: replay goes on by itself once there is room
+                    self.error += f"; trying again every {RETRY_S:.0f} s"
+                    self._retry_at = time.monotonic() + RETRY_S
                 log.error("database %s: %s", self.db.name, self.error)
                 continue
             self.replayed += n
@@ -124,3 +135,10 @@ class Replayer:
                 # the passive's state file becomes durable and its old log segments can go
                 await self._on_writer(self.db.checkpoint)
                 self._checkpointed = applied
+
+
+def _no_room(e: BaseException) -> bool:
+    """Did replay fail for want of disk space (SQLite's SQLITE_FULL, or ENOSPC/EDQUOT)?"""
+    if isinstance(e, sqlite3.Error):
+        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)

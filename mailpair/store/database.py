@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -283,7 +284,7 @@ class Database:
                 set_meta(conn, "epoch", epoch)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         if last is not None:
             self.applied_lsn = last.lsn
@@ -395,11 +396,8 @@ class Database:
                     self._commit_batch(batch)
                 except BaseException as e:  # never leave a caller waiting, nor a transaction open
                     log.exception("database %s: write failed", self.name)
-                    if self._conn is not None and self._conn.in_transaction:
-                        try:
-                            self._conn.execute("ROLLBACK")
-                        except sqlite3.Error:
-                            pass
+                    if self._conn is not None:
+                        _rollback(self._conn)
                     if self.log.last_lsn > self.applied_lsn:
                         self._needs_replay = True  # durable records the state lacks: replay them first
                     _resolve([(req, None, StoreUnavailable(f"write failed: {e}")) for req in batch])
@@ -431,7 +429,7 @@ class Database:
         except Exception as e:
             log.warning("database %s: a record of a batch cannot be applied (%s); applying one at a time", self.name, e)
             self.stats["redone"] += 1
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             conn.execute("BEGIN IMMEDIATE")
             records, payloads, outcomes = self._decide_batch(batch, now_us, careful=True)
         try:
@@ -443,17 +441,14 @@ class Database:
                 set_meta(conn, "applied_lsn", records[-1].lsn)
                 set_meta(conn, "epoch", self.epoch)
         except (LogError, OSError) as e:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             _resolve([(req, None, StoreUnavailable(f"cannot write the log: {e}")) for req, _, _ in outcomes])
             return
         replayed = False
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as e:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            _rollback(conn)
             # The records are durable in the log, so they happened (the log is the truth): apply
             # them by replay now, and the callers hear so. If that fails too, replay comes first
             # once the state can be written, and the callers hear when it will happen.
@@ -688,6 +683,14 @@ class Database:
                 fn(changes)
             except Exception:
                 log.exception("listener failed")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is open, if anything: SQLite has already rolled back a transaction that
+    failed on a full disk, and a second ROLLBACK would replace that error with its own."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 class _CallRequest:
