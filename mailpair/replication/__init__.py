@@ -43,6 +43,10 @@ class ReplicationSettings:
     live_buffer_records: int = 50_000  # block-mode buffer per passive; beyond it, file mode
     healthy_queue: int = 1000  # copy queue (records) under which a connected copy is Healthy
     pin_every_s: float = 2.0  # how often the active moves the copy's pin forward
+    # A copy that stays away keeps the active's log from being truncated; past this much held
+    # log the active lets go (loudly), so a dead passive cannot fill its disk. The copy then
+    # reseeds by itself when it returns, if the log it needs is gone by then.
+    max_held_log_bytes: int = 16 * 1024**3
     checkpoint_every: int = 20_000  # the passive checkpoints its state after this many replayed
     seed_chunk: int = 1024 * 1024
 

@@ -193,12 +193,47 @@ class Shipper:
             db.ack_waiter = gate.waiter
 
     async def _tick(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(0.1)
+            ticks += 1
             for db in list(self.store.databases.values()):
                 self._track(db)  # databases created while running
+                if ticks % 20 == 0:
+                    try:
+                        await self._release_held_log(db)
+                    except Exception:
+                        log.exception("replication: checking the log held for copies of %s failed", db.name)
             for gate in self.gates.values():
                 gate.check()
+
+    async def _release_held_log(self, db: Database) -> None:
+        """Drop the pin of a copy that is away while it holds more log than allowed."""
+        limit = self.settings.max_held_log_bytes
+        pins = await asyncio.to_thread(db.pins)
+        for name, lsn in pins.items():
+            if not name.startswith("copy:"):
+                continue
+            node = name.removeprefix("copy:")
+            view = self.copies.get((db.name, node))
+            if view is not None and view.connected:
+                continue  # it is catching up; its pin moves as it does
+            others = min((v for k, v in pins.items() if k != name), default=db.log.last_lsn + 1)
+            held = _log_bytes_from(db, lsn) - _log_bytes_from(db, others)  # what this pin alone keeps
+            if held <= limit:
+                continue
+            log.error(
+                "database %s: the copy on %s has been away while %d MiB of log piled up for it (limit %d MiB); "
+                "the active no longer keeps log for it, so its disk cannot fill; the copy reseeds by itself if "
+                "what it needs is gone when it returns",
+                db.name,
+                node,
+                held >> 20,
+                limit >> 20,
+            )
+            await asyncio.to_thread(db.call_on_writer, lambda name=name: (db.set_pin(name, None), db.truncate()))
+            if view is not None:
+                view.reason = f"away too long: the active let go of its log at LSN {lsn} ({held >> 20} MiB held)"
 
     async def close(self) -> None:
         if self._ticker is not None:
@@ -542,3 +577,9 @@ class Shipper:
         msg.update({"t": "recs", "id": db.db_id, "first": first, "raws": raws, "mode": mode})
         sent.lsn = first + len(raws) - 1  # before the send: the ack may come back before drain returns
         await protocol.send(writer, msg, WRITE_TIMEOUT)
+
+
+def _log_bytes_from(db: Database, lsn: int) -> int:
+    """Bytes of the segments that hold LSN lsn and everything after it."""
+    segs = db.log.segments()
+    return sum(seg.size for i, seg in enumerate(segs) if i + 1 == len(segs) or segs[i + 1].first_lsn > lsn)

@@ -8,6 +8,7 @@ protocol. Each command gets one JSON line on stdout.
     {"cmd": "deliver", "n": 1000, "conc": 32, "size": 2000}  -> {"ok": true, "lsn": ..., "per_s": ...}
     {"cmd": "flags", "n": 100}                               -> flag changes on delivered messages
     {"cmd": "shipper"}                                       -> the shipper's copy status
+    {"cmd": "checkpoint"}                                    -> checkpoint; the log's first LSN, pins
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ async def main(config_path: Path) -> None:
                     next_msg += cmd["n"]
                 elif cmd["cmd"] == "flags":
                     out = await flags(node, cmd["n"])
+                elif cmd["cmd"] == "checkpoint":  # make the state durable and drop log no pin needs
+                    db = node.store.default_database()
+                    await asyncio.to_thread(db.checkpoint)
+                    out = {"ok": True, "first_lsn": db.log.first_lsn, "pins": db.pins()}
                 elif cmd["cmd"] == "shipper":
                     out = {"ok": True, "copies": node.shipper.status() if node.shipper else []}
                 else:
