@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from mailpair.admin import pair as pairmod
 from mailpair.admin.pairview import merge_statuses
@@ -263,8 +264,9 @@ def _status_rows(st: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def _status_table(st: dict[str, Any], width: int | None = None) -> Table:
-    """The full table, or the compact one when the full one is wider than `width`."""
+def _status_table(st: dict[str, Any], width: int | None = None) -> Group:
+    """The full table, or the compact one when the full one is wider than `width`; the witness
+    line goes under it as text that wraps (a caption would be cut to the table's width)."""
     w = st.get("witness") or {}
     witness = f"witness {w.get('path', 'none')}" + (f" (active {w['active']})" if w.get("active") else "")
     if w.get("error"):
@@ -273,9 +275,11 @@ def _status_table(st: dict[str, Any], width: int | None = None) -> Table:
 
     def build(compact: bool) -> Table:
         cols = [(key, short if compact else full) for key, full, short in _STATUS_COLUMNS if not compact or short]
-        table = Table(title=f"mailpair status (epoch {st['epoch']})", caption=witness)
+        table = Table(title=f"mailpair status (epoch {st['epoch']})")
         for key, heading in cols:
-            table.add_column(heading, no_wrap=key != "reason")
+            # names and reasons fold onto more lines; the short fixed cells stay whole
+            long_text = key in ("database", "node", "reason")
+            table.add_column(heading, no_wrap=not long_text, overflow="fold" if long_text else "ellipsis")
         for row in rows:
             table.add_row(*(row.get(key, "") for key, _ in cols))
         return table
@@ -283,8 +287,8 @@ def _status_table(st: dict[str, Any], width: int | None = None) -> Table:
     table = build(compact=False)
     natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
     if width is not None and natural > width:
-        return build(compact=True)
-    return table
+        table = build(compact=True)
+    return Group(table, Text.from_markup(witness))
 
 
 @main.command()
