@@ -294,3 +294,27 @@ def test_imap4rev2_session(imap):
     c._imap._simple_command("LIST", '""', '"Ä*"'.encode())
     assert c._imap.untagged_responses["LIST"][-1].endswith('"Ärger"'.encode())
     c.logout()
+
+
+def test_noop_polls_cheaply_yet_never_misses_a_change(imap, monkeypatch):
+    """A NOOP looks at the database only when something was committed since the session last
+    looked; a delivery made the instant before a NOOP is still reported by it."""
+    imap.deliver("alice", message(1))
+    c = client(imap)
+    c.select_folder("INBOX")
+    db = imap.db
+    reads = []
+    real_read = db.read
+
+    async def counting_read(fn, *args):
+        reads.append(fn.__name__)
+        return await real_read(fn, *args)
+
+    monkeypatch.setattr(db, "read", counting_read)
+    for _ in range(5):
+        assert c.noop()[0].startswith(b"NOOP completed")
+    assert "changes_since" not in reads  # nothing committed: no look
+    for n in range(2, 5):
+        imap.deliver("alice", message(n))  # committed; its notification may still be on the way
+        assert (n, b"EXISTS") in c.noop()[1]
+    c.logout()

@@ -28,7 +28,11 @@ async def capability(s: Session, tag: bytes, a: Args) -> bytes:
 @command("NOOP", ANY)
 async def noop(s: Session, tag: bytes, a: Args) -> bytes:
     a.end()
-    s.dirty = True  # NOOP is how clients poll: always look, even if no notification came yet
+    # NOOP is how clients poll: look even if no notification came yet, unless nothing at all was
+    # committed since this session last looked (then a look would find nothing, and costs a hop
+    # to the reader thread for every poll of every session)
+    if s.sel is not None and s.db is not None and s.db.applied_lsn != s.sel.synced_lsn:
+        s.dirty = True
     return b"OK NOOP completed"
 
 

@@ -27,6 +27,7 @@ class RecentTracker:
 class Selected:
     def __init__(self, row, msgs: list[tuple[int, str, int]], readonly: bool, recent: set[int]):
         self.box_id, self.name, self.uidvalidity, self.uidnext, self.highestmodseq, self.special_use = row
+        self.synced_lsn = -1  # the database's applied LSN when this view last read its changes
         self.readonly = readonly
         self.uids: list[int] = [m[0] for m in msgs]
         self.flags: dict[int, str] = {m[0]: m[1] for m in msgs}

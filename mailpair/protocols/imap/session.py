@@ -388,9 +388,11 @@ class Session:
                 self.send(b"".join(sel.expunge_now(sorted(sel.pending_expunge), self.qresync)))
             return
         self.dirty = False
+        lsn = self.db.applied_lsn  # before the read: a commit racing with it shows as a newer LSN
         row, msgs, gone = await self.db.read(reads.changes_since, sel.box_id, sel.highestmodseq)
         if self.sel is not sel:
             return
+        sel.synced_lsn = lsn
         lines = sel.apply(row, msgs, gone, self.server.recent, allow_expunge, self.condstore, self.qresync)
         if self.rev2:
             lines = [x for x in lines if not x.endswith(b" RECENT\r\n")]
