@@ -47,6 +47,7 @@ class ReplicationSettings:
     # log the active lets go (loudly), so a dead passive cannot fill its disk. The copy then
     # reseeds by itself when it returns, if the log it needs is gone by then.
     max_held_log_bytes: int = 16 * 1024**3
+    held_log_grace_s: float = 300.0  # away at least this long first: a reconnect is no absence
     checkpoint_every: int = 20_000  # the passive checkpoints its state after this many replayed
     seed_chunk: int = 1024 * 1024
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import errno
 import logging
 import sqlite3
 import time
@@ -118,12 +117,7 @@ class Replayer:
             try:
                 n = await self._on_writer(self.db.replay_stored, upto, STEP)
             except Exception as e:  # a record that cannot be applied stops replay; nothing is skipped
-                self.error = f"replay stopped at LSN {self.db.applied_lsn + 1}: {e}"
-                if _no_room(e):
-                    # not the record's fault: replay goes on by itself once there is room
-                    self.error += f"; trying again every {RETRY_S:.0f} s"
-                    self._retry_at = time.monotonic() + RETRY_S
-                log.error("database %s: %s", self.db.name, self.error)
+                self._stopped(f"replay stopped at LSN {self.db.applied_lsn + 1}: {e}", e)
                 continue
             self.replayed += n
             applied = self.db.applied_lsn
@@ -133,12 +127,23 @@ class Replayer:
                 self.last_replayed_time = ts
             if applied - self._checkpointed >= self.checkpoint_every:
                 # the passive's state file becomes durable and its old log segments can go
-                await self._on_writer(self.db.checkpoint)
+                try:
+                    await self._on_writer(self.db.checkpoint)
+                except Exception as e:  # a full disk, say: replay waits, it does not end unseen
+                    self._stopped(f"checkpoint of the copy failed after LSN {applied}: {e}", e)
+                    continue
                 self._checkpointed = applied
 
+    def _stopped(self, why: str, e: BaseException) -> None:
+        self.error = why
+        if _environmental(e):
+            # not the record's fault (a full disk, an I/O error): it goes on by itself later
+            self.error += f"; trying again every {RETRY_S:.0f} s"
+            self._retry_at = time.monotonic() + RETRY_S
+        log.error("database %s: %s", self.db.name, self.error)
 
-def _no_room(e: BaseException) -> bool:
-    """Did replay fail for want of disk space (SQLite's SQLITE_FULL, or ENOSPC/EDQUOT)?"""
-    if isinstance(e, sqlite3.Error):
-        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+def _environmental(e: BaseException) -> bool:
+    """Did replay fail for the machine's sake (SQLite's disk full or I/O errors, which it may
+    report for a full disk too, or an OSError), not for a record that cannot be applied?"""
+    return isinstance(e, sqlite3.OperationalError | OSError)

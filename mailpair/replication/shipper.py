@@ -31,6 +31,7 @@ log = logging.getLogger("mailpair.replication")
 
 HANDSHAKE_TIMEOUT = 10.0
 WRITE_TIMEOUT = 30.0
+HELD_LOG_CHECK_S = 2.0  # how often the log held for absent copies is looked at
 
 
 class HeadTracker:
@@ -86,6 +87,8 @@ class CopyView:
         self.database = database
         self.node = node
         self.streams = 0  # open streams of this copy (a reconnect may overlap the old one's end)
+        self.opening = 0  # its streams and seeds being served, counted from their first step
+        self.away_since = time.monotonic()  # when it last had none
         self.mode = "file"
         self.acked = 0
         self.passive: dict[str, Any] = {}
@@ -165,6 +168,8 @@ class Shipper:
         self._tasks: set[asyncio.Task] = set()
         self._pin_tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
+        self._held_watch: asyncio.Task | None = None
+        self._started = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -175,6 +180,7 @@ class Shipper:
         self._server = await asyncio.start_server(self._handle, self.settings.host, self.settings.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._ticker = asyncio.create_task(self._tick())
+        self._held_watch = asyncio.create_task(self._watch_held_log())
         log.info("replication shipper listening on %s:%d (%s mode)", self.settings.host, self.port, self.settings.mode)
 
     def _track(self, db: Database) -> None:
@@ -193,35 +199,65 @@ class Shipper:
             db.ack_waiter = gate.waiter
 
     async def _tick(self) -> None:
-        ticks = 0
         while True:
             await asyncio.sleep(0.1)
-            ticks += 1
             for db in list(self.store.databases.values()):
                 self._track(db)  # databases created while running
-                if ticks % 20 == 0:
-                    try:
-                        await self._release_held_log(db)
-                    except Exception:
-                        log.exception("replication: checking the log held for copies of %s failed", db.name)
             for gate in self.gates.values():
                 gate.check()
 
+    async def _watch_held_log(self) -> None:
+        """Apart from _tick, so a slow pin file never holds up the synchronous-mode fallback."""
+        while True:
+            await asyncio.sleep(HELD_LOG_CHECK_S)
+            for db in list(self.store.databases.values()):
+                try:
+                    await self._release_held_log(db)
+                except Exception:
+                    log.exception("replication: checking the log held for copies of %s failed", db.name)
+
     async def _release_held_log(self, db: Database) -> None:
-        """Drop the pin of a copy that is away while it holds more log than allowed."""
+        """Let go of the pin of a copy that has been away a while and alone keeps more log than
+        allowed, or whose log is gone already (a pin below the log's start only stops truncation)."""
         limit = self.settings.max_held_log_bytes
-        pins = await asyncio.to_thread(db.pins)
-        for name, lsn in pins.items():
+        for name, lsn in (await asyncio.to_thread(db.pins)).items():
             if not name.startswith("copy:"):
                 continue
             node = name.removeprefix("copy:")
             view = self.copies.get((db.name, node))
-            if view is not None and view.connected:
-                continue  # it is catching up; its pin moves as it does
-            others = min((v for k, v in pins.items() if k != name), default=db.log.last_lsn + 1)
-            held = _log_bytes_from(db, lsn) - _log_bytes_from(db, others)  # what this pin alone keeps
-            if held <= limit:
+            if view is not None and (view.streams or view.opening):
+                continue  # it is here (or coming); its pin moves as it catches up
+            away = time.monotonic() - (view.away_since if view is not None else self._started)
+            stale = lsn < db.log.first_lsn
+            if not stale and away < self.settings.held_log_grace_s:
+                continue  # a reconnect, not an absence
+
+            def release(name: str = name, node: str = node, lsn: int = lsn, stale: bool = stale) -> int | None:
+                # on the writer thread, so no pin or truncation can come in between; the view is
+                # looked up again, as a stream may have begun (and made it) since
+                now_view = self.copies.get((db.name, node))
+                if now_view is not None and (now_view.streams or now_view.opening):
+                    return None
+                pins = db.pins()
+                others = min((v for k, v in pins.items() if k != name), default=None)
+                if "checkpoint" not in pins or others is None:
+                    return None  # nothing could be truncated yet
+                held = _log_bytes_from(db, lsn) - _log_bytes_from(db, others)  # what this pin alone keeps
+                if not stale and held <= limit:
+                    return None
+                # The segments first, then the pin file: on a full disk the pin file cannot be
+                # rewritten until the segments are gone. A crash in between leaves a pin below the
+                # log's start, which the next check lets go of.
+                db.log.truncate_before(others)
+                db.set_pin(name, None)
+                return held
+
+            held = await asyncio.to_thread(db.call_on_writer, release)
+            if held is None:
                 continue
+            if view is not None:
+                view._pinned = -1
+                view.reason = f"away too long: the active let go of its log from LSN {lsn} ({held >> 20} MiB held)"
             log.error(
                 "database %s: the copy on %s has been away while %d MiB of log piled up for it (limit %d MiB); "
                 "the active no longer keeps log for it, so its disk cannot fill; the copy reseeds by itself if "
@@ -231,13 +267,11 @@ class Shipper:
                 held >> 20,
                 limit >> 20,
             )
-            await asyncio.to_thread(db.call_on_writer, lambda name=name: (db.set_pin(name, None), db.truncate()))
-            if view is not None:
-                view.reason = f"away too long: the active let go of its log at LSN {lsn} ({held >> 20} MiB held)"
 
     async def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for task in (self._ticker, self._held_watch):
+            if task is not None:
+                task.cancel()
         if self._server is not None:
             self._server.close()
         for t in list(self._tasks):
@@ -317,10 +351,20 @@ class Shipper:
                     for db in self.store.databases.values()
                 ]
                 await protocol.send(writer, {"t": "dbs", "dbs": dbs}, WRITE_TIMEOUT)
-            elif kind == "seed":
-                await self._seed(node, msg, reader, writer)
-            elif kind == "open":
-                await self._stream(node, msg, reader, writer)
+            elif kind in ("seed", "open"):
+                db = self._db(msg)
+                # Counted before its first await, so the held-log check never lets go of a copy
+                # whose stream or seed is about to pin what it needs.
+                view = self._view(db.name, node) if db is not None else None
+                if view is not None:
+                    view.opening += 1
+                try:
+                    await (self._seed if kind == "seed" else self._stream)(node, msg, reader, writer)
+                finally:
+                    if view is not None:
+                        view.opening -= 1
+                        if not view.opening:
+                            view.away_since = time.monotonic()
             else:
                 raise protocol.ProtocolError(f"unknown request {kind}")
         except (protocol.ProtocolError, protocol.PeerError) as e:
@@ -344,7 +388,7 @@ class Shipper:
         """Keep the segments this copy still needs (DESIGN rule 4); moved forward every few
         seconds, never per record (a pin is an fsync'd file)."""
         now = time.monotonic()
-        if lsn == view._pinned or (not force and now - view._pinned_at < self.settings.pin_every_s):
+        if not force and (lsn == view._pinned or now - view._pinned_at < self.settings.pin_every_s):
             return
         view._pinned, view._pinned_at = lsn, now
         name = f"copy:{view.node}"
@@ -420,6 +464,12 @@ class Shipper:
         self._track(db)
         view = self._view(db.name, node)
         await self._pin(db, view, start, force=True)
+        if start < db.log.first_lsn:  # let go of while it was away, just before this pin
+            await protocol.send(
+                writer,
+                protocol.error("need_seed", f"LSN {start} is no longer in the active's log (it starts at {db.log.first_lsn})"),
+            )
+            return
         live = LiveFeed(db, asyncio.get_running_loop(), self.settings.live_buffer_records)
         await protocol.send(writer, {"t": "ok", "head": db.log.last_lsn, "epoch": db.epoch}, HANDSHAKE_TIMEOUT)
         view.streams += 1

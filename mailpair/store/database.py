@@ -434,12 +434,14 @@ class Database:
             records, payloads, outcomes = self._decide_batch(batch, now_us, careful=True)
         try:
             if records:
+                # inside the open transaction, and before the log: once records are durable
+                # nothing may fail that would tell their callers they did not happen
+                set_meta(conn, "applied_lsn", records[-1].lsn)
+                set_meta(conn, "epoch", self.epoch)
                 raws = [r.encode() for r in records]
                 self._check_room(sum(len(r) for r in raws))
                 self.log.append(raws, records[-1])
                 self._durable(records, raws)
-                set_meta(conn, "applied_lsn", records[-1].lsn)
-                set_meta(conn, "epoch", self.epoch)
         except (LogError, OSError) as e:
             _rollback(conn)
             _resolve([(req, None, StoreUnavailable(f"cannot write the log: {e}")) for req, _, _ in outcomes])

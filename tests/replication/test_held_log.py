@@ -14,7 +14,7 @@ def _segments(pair) -> int:
 
 def test_a_copy_away_too_long_stops_holding_the_actives_log_and_reseeds_when_it_returns(tmp_path):
     pair = TestPair(tmp_path / "pair")
-    pair.tune("node1", max_held_log_bytes=1024 * 1024)
+    pair.tune("node1", max_held_log_bytes=1024 * 1024, held_log_grace_s=3.0)
     try:
         pair.start_active()
         pair.start_passive()

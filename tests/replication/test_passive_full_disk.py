@@ -58,7 +58,8 @@ def test_full_disk_on_the_passive_stops_the_copy_clearly_and_it_resumes_by_itsel
 
 def test_replay_on_a_full_disk_waits_for_space_and_goes_on_by_itself(pair_with_small_passive_disk):
     pair = pair_with_small_passive_disk
-    pair.tune("node2", replay_delay_s=4.0)  # stored at once, replayed later: onto a full disk
+    # stored at once, replayed later onto a full disk, with checkpoints of the copy in between
+    pair.tune("node2", replay_delay_s=4.0, checkpoint_every=200)
     pair.start_active()
     pair.start_passive()
     last = pair.deliver(1200, size=4000)["lsn"]
