@@ -285,8 +285,7 @@ def _status_table(st: dict[str, Any], width: int | None = None) -> Group:
         return table
 
     table = build(compact=False)
-    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
-    if width is not None and natural > width:
+    if width is not None and Measurement.get(console, console.options.update_width(10_000), table).maximum > width:
         table = build(compact=True)
     return Group(table, Text.from_markup(witness))
 

@@ -239,10 +239,10 @@ class Shipper:
                 if now_view is not None and (now_view.streams or now_view.opening):
                     return None
                 pins = db.pins()
-                others = min((v for k, v in pins.items() if k != name), default=None)
-                if "checkpoint" not in pins or others is None:
+                if "checkpoint" not in pins:
                     return None  # nothing could be truncated yet
-                held = _log_bytes_from(db, lsn) - _log_bytes_from(db, others)  # what this pin alone keeps
+                others = min(v for k, v in pins.items() if k != name)
+                held = db.log.bytes_from(lsn) - db.log.bytes_from(others)  # what this pin alone keeps
                 if not stale and held <= limit:
                     return None
                 # The segments first, then the pin file: on a full disk the pin file cannot be
@@ -455,20 +455,12 @@ class Shipper:
                 writer, protocol.error("epoch", f"the copy is in epoch {copy_epoch}, newer than the active's epoch {db.epoch}")
             )
             return
-        if start < db.log.first_lsn:
-            await protocol.send(
-                writer,
-                protocol.error("need_seed", f"LSN {start} is no longer in the active's log (it starts at {db.log.first_lsn})"),
-            )
+        if await self._gone(db, start, writer):
             return
         self._track(db)
         view = self._view(db.name, node)
         await self._pin(db, view, start, force=True)
-        if start < db.log.first_lsn:  # let go of while it was away, just before this pin
-            await protocol.send(
-                writer,
-                protocol.error("need_seed", f"LSN {start} is no longer in the active's log (it starts at {db.log.first_lsn})"),
-            )
+        if await self._gone(db, start, writer):  # let go of while it was away, just before this pin
             return
         live = LiveFeed(db, asyncio.get_running_loop(), self.settings.live_buffer_records)
         await protocol.send(writer, {"t": "ok", "head": db.log.last_lsn, "epoch": db.epoch}, HANDSHAKE_TIMEOUT)
@@ -495,6 +487,14 @@ class Shipper:
             view.reason = "passive disconnected"
             if gate:
                 gate.set_connected(-1)
+
+    async def _gone(self, db: Database, start: int, writer) -> bool:
+        """Tell the passive to reseed when the log it asks for is no longer kept."""
+        if start >= db.log.first_lsn:
+            return False
+        msg = f"LSN {start} is no longer in the active's log (it starts at {db.log.first_lsn})"
+        await protocol.send(writer, protocol.error("need_seed", msg))
+        return True
 
     async def _read_acks(self, db: Database, view: CopyView, sent: Sent, reader) -> None:
         gate = self.gates.get(db.name)
@@ -627,9 +627,3 @@ class Shipper:
         msg.update({"t": "recs", "id": db.db_id, "first": first, "raws": raws, "mode": mode})
         sent.lsn = first + len(raws) - 1  # before the send: the ack may come back before drain returns
         await protocol.send(writer, msg, WRITE_TIMEOUT)
-
-
-def _log_bytes_from(db: Database, lsn: int) -> int:
-    """Bytes of the segments that hold LSN lsn and everything after it."""
-    segs = db.log.segments()
-    return sum(seg.size for i, seg in enumerate(segs) if i + 1 == len(segs) or segs[i + 1].first_lsn > lsn)

@@ -195,7 +195,6 @@ class TransactionLog:
         self._fd: int | None = None
         self._seg: SegmentInfo | None = None
         self._write_offset = 0
-        self._synced_offset = 0  # end of what is durable in the current segment
         self.last_lsn = 0
         self.last_epoch = 0
         self.last_timestamp_us = 0
@@ -243,7 +242,7 @@ class TransactionLog:
             self.last_lsn = self._segments[0].first_lsn - 1
         self._seg = last
         self._fd = os.open(last.path, os.O_RDWR)
-        self._write_offset = self._synced_offset = last_end
+        self._write_offset = last_end
         self._mark_lsn = self._last_mark(last)
 
     def _first_lsn_expected(self) -> int:
@@ -362,7 +361,6 @@ class TransactionLog:
                 offsets.append(off)
             self._unsynced_marks.clear()
             self._unsynced_writes.clear()
-            self._synced_offset = self._write_offset
             self.last_lsn = last.lsn
             self.last_epoch = last.epoch
             self.last_timestamp_us = last.timestamp_us
@@ -395,7 +393,7 @@ class TransactionLog:
                 if dropped:
                     os.fdatasync(self._fd)
                     _fsync_dir(self.dir)
-            self._write_offset = self._synced_offset = first_off
+            self._write_offset = first_off
             self._mark_lsn = self._last_mark(self._seg)
 
     def _last_mark(self, seg: SegmentInfo) -> int:
@@ -451,7 +449,7 @@ class TransactionLog:
         self._fd = fd
         self._seg = SegmentInfo(path, first_lsn, prev_first, self.segment_size)
         self._segments.append(self._seg)
-        self._write_offset = self._synced_offset = SEGMENT_HEADER_SIZE
+        self._write_offset = SEGMENT_HEADER_SIZE
         self._mark_lsn = first_lsn  # a read from the start of a segment needs no mark
 
     # ------------------------------------------------------------------ read
@@ -508,9 +506,10 @@ class TransactionLog:
                 base, buf, pos = off, b"", 0  # buf holds the file from offset base on
                 window = FIRST_READ_WINDOW
                 while expected <= upto:
-                    if len(buf) - pos < _record_size(buf, pos) and base + len(buf) < size:
+                    need = _record_size(buf, pos)
+                    if len(buf) - pos < need and base + len(buf) < size:
                         base += pos  # the next record is not all in the window: move it here
-                        buf, pos = os.pread(fd, max(window, min(_record_size(buf, pos), size - base)), base), 0
+                        buf, pos = os.pread(fd, max(window, min(need, size - base)), base), 0
                         window = min(2 * window, READ_WINDOW)
                     dec = decode_record(buf, pos)
                     if dec is None:
@@ -540,6 +539,12 @@ class TransactionLog:
         if removed:
             _fsync_dir(self.dir)
         return removed
+
+    def bytes_from(self, lsn: int) -> int:
+        """Bytes of the segments a pin at lsn keeps: the one holding it and all after it (what
+        truncate_before(lsn) leaves)."""
+        segs = self.segments()
+        return sum(seg.size for i, seg in enumerate(segs) if i + 1 == len(segs) or segs[i + 1].first_lsn > lsn)
 
     def bytes_on_disk(self) -> int:
         return sum(s.size for s in self.segments())

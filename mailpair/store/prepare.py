@@ -151,16 +151,14 @@ class Preparer:
             try:
                 env, bs = await fut
             except HelperGone:
-                pass  # analysed here instead, below
+                pass  # what a lost helper held: analysed here instead, off the event loop
             else:
                 self.analysed["helper"] += 1
                 return {"raw": raw, "env": env, "bs": bs}
             finally:
                 self._in_helpers -= 1
-            self.analysed["inline"] += 1
-            return await asyncio.to_thread(_prepared, raw)  # what a lost helper held
         self.analysed["inline"] += 1
-        if len(raw) > BIG:
+        if helper is not None or len(raw) > BIG:
             return await asyncio.to_thread(_prepared, raw)  # off the event loop
         return _prepared(raw)
 
