@@ -506,11 +506,15 @@ class TransactionLog:
                 base, buf, pos = off, b"", 0  # buf holds the file from offset base on
                 window = FIRST_READ_WINDOW
                 while expected <= upto:
+                    # Until the window holds the whole record: first its header, then as much as
+                    # the header's length asks for (a 25 MB message is one record), never past the
+                    # file's end. A length that runs past the file is damage, told apart below.
                     need = _record_size(buf, pos)
-                    if len(buf) - pos < need and base + len(buf) < size:
+                    while len(buf) - pos < need and base + len(buf) < size:
                         base += pos  # the next record is not all in the window: move it here
                         buf, pos = os.pread(fd, max(window, min(need, size - base)), base), 0
                         window = min(2 * window, READ_WINDOW)
+                        need = _record_size(buf, pos)
                     dec = decode_record(buf, pos)
                     if dec is None:
                         if _zero_from(fd, base + pos, size):

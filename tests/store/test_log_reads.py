@@ -149,3 +149,100 @@ def test_a_segment_cut_short_outside_the_log_stops_a_read_with_the_lsn(tmp_path)
         list(log.read_from(seg.first_lsn, 400))
     assert e.value.lsn is not None and e.value.lsn > seg.first_lsn
     log.close()
+
+
+# ---------------------------------------------------------------- records of real mail sizes
+BIG_SEGMENT = 4 * 1024 * 1024
+BIG_SIZES = [64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1, 90_000, 300 * 1024, 1024 * 1024, 2 * 1024 * 1024 + 7]
+
+
+def _big_payload(lsn: int, size: int) -> bytes:
+    return (b"%d:" % lsn + bytes(random.Random(lsn).getrandbits(8) for _ in range(64)) * (size // 64 + 1))[:size]
+
+
+def _big_log(path) -> tuple[TransactionLog, dict[int, bytes]]:
+    """Records of mail sizes between small ones, some on mark positions (every 64th), written in
+    batches of every shape, over several 4 MiB segments."""
+    log = TransactionLog(path, DB_ID, segment_size=BIG_SEGMENT)
+    log.open()
+    rnd = random.Random(11)
+    payloads: dict[int, bytes] = {}
+    lsn = 1
+    while lsn <= 400:
+        batch = []
+        for _ in range(rnd.choice([1, 3, 64, 70])):
+            size = BIG_SIZES[lsn % len(BIG_SIZES)] if lsn % 9 == 0 or lsn % 64 in (0, 1) else 200 + lsn
+            payloads[lsn] = _big_payload(lsn, size)
+            batch.append(Record(lsn, 1, lsn, 3, payloads[lsn]))
+            lsn += 1
+        log.append([r.encode() for r in batch], batch[-1])
+    return log, payloads
+
+
+def test_records_of_any_mail_size_read_back_from_any_lsn(tmp_path):
+    log, payloads = _big_log(tmp_path / "log")
+    last = log.last_lsn
+    assert len(log.segments()) > 1
+    for reader in (log, None):
+        if reader is None:  # and the same after a reopen, whose scan makes its own marks
+            log.close()
+            reader = TransactionLog(tmp_path / "log", DB_ID, segment_size=BIG_SEGMENT)
+            reader.open()
+            assert reader.last_lsn == last
+        for start in range(1, last + 1, 3):
+            upto = min(last, start + 5)
+            got = list(reader.read_from(start, upto))
+            assert [r.lsn for r in got] == list(range(start, upto + 1))
+            assert all(r.payload == payloads[r.lsn] for r in got)
+    reader.close()
+
+
+def test_a_record_of_the_size_limit_fits_and_reads_back_from_its_mark(tmp_path):
+    from mailpair.store.prepare import DEFAULT_MAX_MESSAGE
+
+    log = TransactionLog(tmp_path / "log", DB_ID)
+    log.open()
+    small = [Record(lsn, 1, lsn, 3, b"x" * 300) for lsn in range(1, 64)]
+    log.append([r.encode() for r in small], small[-1])
+    # the limit's worth of message plus room for what a deliver record carries beside it
+    huge = Record(64, 1, 64, 3, _big_payload(64, DEFAULT_MAX_MESSAGE + 256 * 1024))
+    log.append([huge.encode()], huge)
+    tail = Record(65, 1, 65, 3, b"after")
+    log.append([tail.encode()], tail)
+    for start in (60, 64, 65):
+        got = list(log.read_from(start))
+        assert [r.lsn for r in got] == list(range(start, 66))
+    assert next(iter(log.read_from(64, 64))).payload == huge.payload
+    log.close()
+
+
+def _offsets(path) -> dict[int, int]:
+    buf, off, out = path.read_bytes(), SEGMENT_HEADER_SIZE, {}
+    while (dec := decode_record(buf, off)) is not None:
+        out[dec[0].lsn] = off
+        off = dec[1]
+    return out
+
+
+@pytest.mark.parametrize("where", ["payload", "length"])
+def test_a_damaged_large_record_is_damage_not_a_short_read(tmp_path, where):
+    log, payloads = _big_log(tmp_path / "log")
+    seg = log.segments()[0]
+    offsets = _offsets(seg.path)
+    victim = next(lsn for lsn in sorted(offsets) if len(payloads[lsn]) > 256 * 1024 and lsn + 1 in offsets)
+    fd = os.open(seg.path, os.O_RDWR)
+    try:
+        if where == "payload":  # one byte deep inside, far past the first read window
+            os.pwrite(fd, b"\xfe" if payloads[victim][200_000] != 0xFE else b"\xfd", offsets[victim] + 36 + 200_000)
+        else:  # a length that runs past the segment's end
+            os.pwrite(fd, (0x7FFFFFF0).to_bytes(4, "little"), offsets[victim] + 4)
+    finally:
+        os.close(fd)
+    with pytest.raises(LogCorruption) as e:
+        list(log.read_from(victim - 1, victim + 1))
+    assert e.value.lsn == victim and e.value.segment == seg.path.name
+    assert [r.lsn for r in log.read_from(victim - 2, victim - 1)] == [victim - 2, victim - 1]
+    log.close()
+    with pytest.raises(LogCorruption) as e:
+        TransactionLog(tmp_path / "log", DB_ID, segment_size=BIG_SEGMENT).open()
+    assert e.value.lsn == victim
