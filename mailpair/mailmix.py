@@ -159,11 +159,12 @@ def sizes(n: int, *, seed: int = 0, max_bytes: int = DEFAULT_LIMIT) -> list[int]
     out = []
     for _ in range(n):
         r = rnd.random()
-        for weight, lo, hi in bands:
-            if r < weight:
+        band = bands[-1]
+        for band in bands:  # noqa: B007 - the band the draw falls in is what the loop finds
+            if r < band[0]:
                 break
-            r -= weight
-        lo, hi = min(lo, max_bytes), min(hi, max_bytes)
+            r -= band[0]
+        lo, hi = min(band[1], max_bytes), min(band[2], max_bytes)
         out.append(max(SMALLEST, int(lo * (hi / lo) ** rnd.random()) if hi > lo else lo))
     return out
 
