@@ -11,6 +11,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+ANALYSIS_ROOM = 4 * 1024 * 1024  # a log record beside the message: ENVELOPE, BODYSTRUCTURE, trace
+
 
 @dataclass
 class Listen:
@@ -44,6 +46,17 @@ class NodeConfig:
     tls_key: str | None = None
     lmtp_socket: str | None = None  # LMTP also listens on this Unix socket path (for a local MTA)
     analysis_workers: int | None = None  # helper processes analysing incoming mail; None: one per core beyond two
+
+    def __post_init__(self) -> None:
+        # A message of the size limit is one log record, and a record never spans segments:
+        # refuse at once a configuration whose largest message could never be stored.
+        room = self.max_message_bytes + ANALYSIS_ROOM
+        if self.segment_size < room:
+            raise ValueError(
+                f"segment_size {self.segment_size} cannot hold a message of max_message_bytes {self.max_message_bytes}: "
+                f"make segment_size at least {room} (the limit plus {ANALYSIS_ROOM} for its analysis) "
+                f"or max_message_bytes at most {self.segment_size - ANALYSIS_ROOM}"
+            )
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:

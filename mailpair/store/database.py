@@ -37,8 +37,8 @@ from typing import Any
 from mailpair.store import decide, names
 from mailpair.store.apply import ReplayError, apply_records
 from mailpair.store.checkpointer import Checkpointer
-from mailpair.store.errors import NotActive, StoreError, StoreUnavailable
-from mailpair.store.log import DEFAULT_SEGMENT_SIZE, LogCorruption, LogError, LogFull, Record, TransactionLog
+from mailpair.store.errors import NotActive, StoreError, StoreUnavailable, TooLarge
+from mailpair.store.log import DEFAULT_SEGMENT_SIZE, LogCorruption, LogError, LogFull, Record, TransactionLog, record_capacity
 from mailpair.store.prepare import DEFAULT_MAX_MESSAGE
 from mailpair.store.records import RecordType, pack, unpack
 from mailpair.store.schema import connect, get_meta, set_meta
@@ -62,6 +62,9 @@ class Change:
     type: RecordType
     mailbox_ids: tuple[int, ...]
     accounts: tuple[str, ...]
+
+
+RECORD_SLACK = 1024  # what a deliver or append record carries beside the message, its analysis and recipients
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,12 +361,31 @@ class Database:
     def _enqueue(self, req: _Request) -> None:
         if req.kind not in decide.DECIDERS:
             _resolve([(req, None, StoreError(f"unknown operation {req.kind}"))])
+        elif (too_large := self._too_large(req.args)) is not None:
+            _resolve([(req, None, too_large)])
         elif not self.writable:
             _resolve([(req, None, NotActive(f"database {self.name} is a passive copy on this node"))])
         elif self._writer is None:
             _resolve([(req, None, StoreUnavailable(f"database {self.name} is closed"))])
         else:
             self._queue.put(req)
+
+    def _too_large(self, args: dict[str, Any]) -> TooLarge | None:
+        """A message over the limit, or one whose record would not fit a log segment, is refused
+        here, before the writer: in a group commit it would fail every delivery beside it."""
+        raw = args.get("raw")
+        if raw is None:
+            return None
+        if len(raw) > self.config.max_message_bytes:
+            return TooLarge(f"message of {len(raw)} bytes is over the limit of {self.config.max_message_bytes}")
+        recipients = sum(64 + len(user) + len(folder or "") for user, folder in args.get("recipients") or ())
+        record = len(raw) + len(args.get("env") or b"") + len(args.get("bs") or b"") + recipients + RECORD_SLACK
+        if record > record_capacity(self.config.segment_size):
+            return TooLarge(
+                f"message of {len(raw)} bytes with its analysis needs a log record of about {record} bytes, "
+                f"more than a segment of {self.config.segment_size} bytes holds"
+            )
+        return None
 
     def submit(self, kind: str, args: dict[str, Any]) -> concurrent.futures.Future:
         """Queue an operation for the writer; the future resolves once it is durable and applied."""

@@ -76,6 +76,11 @@ class Record(NamedTuple):  # a named tuple: made once per operation, twice as fa
         return encode_record(self.lsn, self.epoch, self.timestamp_us, self.type, self.payload)
 
 
+def record_capacity(segment_size: int) -> int:
+    """The largest record payload a segment of this size holds (records never span segments)."""
+    return segment_size - SEGMENT_HEADER_SIZE - RECORD_HEADER_SIZE - ALIGN
+
+
 def _padded(n: int) -> int:
     return (n + ALIGN - 1) & ~(ALIGN - 1)
 

@@ -18,6 +18,7 @@ def pair_with_small_passive_disk(tmp_path):
     node2 = pair.data("node2")
     cfg = pair.config("node2")
     cfg.segment_size = 1024 * 1024  # preallocated segments must fit the small disk
+    cfg.max_message_bytes = 512 * 1024  # and a record of the largest message must fit a segment
     cfg.save(pair.config_path("node2"))
     saved = tmp_path / "node2-saved"
     shutil.copytree(node2, saved, symlinks=True)
