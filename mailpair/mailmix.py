@@ -85,7 +85,6 @@ def _raw_for(encoded_budget: int) -> int:
 def _headers(seed: int, to: str, sender: str, subject: str, message_id: str, extra: str) -> bytes:
     day = 1 + seed % 28
     return (
-        f"Return-Path: <{sender}>\r\n"
         f"From: Sender {seed % 97} <{sender}>\r\n"
         f"To: {to}\r\n"
         f"Subject: {subject}\r\n"

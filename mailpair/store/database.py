@@ -371,13 +371,12 @@ class Database:
             self._queue.put(req)
 
     def _too_large(self, args: dict[str, Any]) -> TooLarge | None:
-        """A message over the limit, or one whose record would not fit a log segment, is refused
-        here, before the writer: in a group commit it would fail every delivery beside it."""
+        """A message whose record would not fit a log segment is refused here, before the writer:
+        in a group commit it would fail every delivery beside it. (The size limit itself is the
+        protocols' to hold, on the message as the client sent it, before trace headers are added.)"""
         raw = args.get("raw")
         if raw is None:
             return None
-        if len(raw) > self.config.max_message_bytes:
-            return TooLarge(f"message of {len(raw)} bytes is over the limit of {self.config.max_message_bytes}")
         recipients = sum(64 + len(user) + len(folder or "") for user, folder in args.get("recipients") or ())
         record = len(raw) + len(args.get("env") or b"") + len(args.get("bs") or b"") + recipients + RECORD_SLACK
         if record > record_capacity(self.config.segment_size):

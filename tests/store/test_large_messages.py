@@ -1,7 +1,7 @@
 """Messages of real mail sizes through the store: the exact boundaries up to the limit are stored
 and read back whole, live, after a reopen (the recovery scan) and replayed into a fresh state; one
-byte over the limit, or a record no segment could hold, is refused alone without failing the
-deliveries committed beside it."""
+byte over the limit is refused, and a record no segment could hold is refused alone without
+failing the deliveries committed beside it."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ SEGMENT = 4 * 1024 * 1024
 
 
 def _deliver(db, raw: bytes):
-    return db.submit("deliver", {"recipients": [("alice", None)], "date": time.time_ns() // 1000, **prepare_message(raw, LIMIT + 10)})
+    return db.submit(
+        "deliver", {"recipients": [("alice", None)], "date": time.time_ns() // 1000, **prepare_message(raw, LIMIT + 10)}
+    )
 
 
 def _stored(db) -> dict[bytes, bytes]:
@@ -64,9 +66,8 @@ def test_over_the_limit_or_past_a_segment_is_refused_alone(tmp_path):
     store = open_store(tmp_path, segment_size=SEGMENT, max_message_bytes=LIMIT)
     db = store.default_database()
     db.commit("account_add", name="alice", hash=FAST_HASH, quota=0)
-    over = mailmix.message(LIMIT + 1, seed=1)
     with pytest.raises(TooLarge, match="over the limit"):
-        _deliver(db, over).result()
+        prepare_message(mailmix.message(LIMIT + 1, seed=1), LIMIT)  # where delivery and APPEND check it
     store.close()
     # a store whose segments cannot hold its own limit (only a hand-made config can say so)
     store = open_store(tmp_path / "small", segment_size=1024 * 1024, max_message_bytes=LIMIT)
