@@ -4,7 +4,9 @@ vs synchronous mode, with a real passive node process on loopback.
 The active runs in this process (store + shipper, as a node does); the passive is
 `mailpair node run` in its own process with its own data directory, pulling, inspecting,
 storing (fsync) and replaying. Deliveries are 2 KiB messages at concurrency 64, the highest load
-the active sustains (a closed loop: each worker delivers again as soon as it is answered).
+the active sustains (a closed loop: each worker delivers again as soon as it is answered), and
+then the shared real-mail mix (mailpair/mailmix.py: a few KiB to a tail of attachments up to
+25 MiB) at concurrency 8, in both modes, reported under "mix".
 
 - copy lag: for every acknowledged batch, the time from "durable on the active" to "the passive
   says it is stored" (ms), and the copy queue in records sampled every 50 ms (async phase);
@@ -16,7 +18,7 @@ the active sustains (a closed loop: each worker delivers again as soon as it is 
     python bench/replication_bench.py [--quick] [--dir DIR]
 
 The last line is JSON: copy_lag_ms_p50, copy_lag_ms_p99, replay_per_s, async_per_s, sync_per_s,
-sync_ratio (and a few more figures).
+sync_ratio (and a few more figures), and "mix": the same for the real-mail mix.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pathlib import Path
 from store_bench import FAST_HASH
 from store_bench import message as store_message  # bench/ is on sys.path when run as a script
 
+from mailpair import mailmix
 from mailpair.config import Listen, NodeConfig
 from mailpair.replication import ReplicationSettings, start_shipper
 from mailpair.store import NodeStore, prepare_message
@@ -127,8 +130,15 @@ async def wait_for(pred, timeout: float, what: str):
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-async def load(db, seconds: float, conc: int, counter: list[int]) -> float:
-    """Closed-loop deliveries for `seconds`; returns deliveries/s."""
+def mix_pool(quick: bool) -> list[dict]:
+    """The shared real-mail mix (a few KiB to the tail of large attachments), analysed once: the
+    mix phases measure the pair's copy of large records, not the generator."""
+    n = 60 if quick else 200
+    return [prepare_message(mailmix.message(size, seed=i)) for i, size in enumerate(mailmix.sizes(n, seed=7))]
+
+
+async def load(db, seconds: float, conc: int, counter: list[int], pool: list[dict] | None = None) -> float:
+    """Closed-loop deliveries for `seconds` (2 KiB messages, or the mix's from pool); returns deliveries/s."""
     end = time.perf_counter() + seconds
     done = 0
 
@@ -137,9 +147,8 @@ async def load(db, seconds: float, conc: int, counter: list[int]) -> float:
         while time.perf_counter() < end:
             counter[0] += 1
             n = counter[0]
-            await db.acommit(
-                "deliver", recipients=[(f"user{n % 8}", None)], date=time.time_ns() // 1000, **prepare_message(message(n))
-            )
+            prepared = prepare_message(message(n)) if pool is None else pool[n % len(pool)]
+            await db.acommit("deliver", recipients=[(f"user{n % 8}", None)], date=time.time_ns() // 1000, **prepared)
             done += 1
 
     t0 = time.perf_counter()
@@ -165,7 +174,10 @@ async def run(root: Path, quick: bool) -> dict:
     shipper = await start_shipper(store, settings("async"))
     passive = Passive(root, port)
 
-    async def phase(mode: str) -> dict:
+    pool = mix_pool(quick)
+    mix_conc = 8  # large messages arrive a few at a time, not 64 at once
+
+    async def phase(mode: str, mix: bool = False) -> dict:
         """One timed run in one mode (the shipper restarted in it; the passive reconnects)."""
         nonlocal shipper
         await shipper.close()
@@ -188,7 +200,7 @@ async def run(root: Path, quick: bool) -> dict:
                 await asyncio.sleep(0.05)
 
         sampler = asyncio.create_task(sample())
-        rate = await load(db, seconds, conc, counter)
+        rate = await load(db, seconds, mix_conc if mix else conc, counter, pool if mix else None)
         sampling = False
         await sampler
         lags = list(shipper.lag_samples_ms("mail"))
@@ -196,7 +208,7 @@ async def run(root: Path, quick: bool) -> dict:
         head = db.log.last_lsn
         await wait_for(lambda: (c := passive.copy()) and c["replayed_lsn"] == head, 120, "catch-up after the phase")
         print(
-            f"{mode:5}: {rate:7,.0f} deliveries/s at concurrency {conc}; copy lag p50 {pct(lags, 50):6.1f} ms "
+            f"{mode + (' mix' if mix else ''):9}: {rate:7,.0f} deliveries/s at concurrency {mix_conc if mix else conc}; copy lag p50 {pct(lags, 50):6.1f} ms "
             f"p99 {pct(lags, 99):6.1f} ms ({len(lags)} acked batches); copy queue p50 {pct(queue, 50):.0f} "
             f"p99 {pct(queue, 99):.0f} records; replay queue max {max(replay, default=0)}; sync fallbacks {fallbacks}"
         )
@@ -209,6 +221,10 @@ async def run(root: Path, quick: bool) -> dict:
         for _ in range(rounds):
             for mode in ("async", "sync"):
                 results[mode].append(await phase(mode))
+        mixed: dict[str, list[dict]] = {"async": [], "sync": []}
+        for _ in range(rounds):
+            for mode in ("async", "sync"):
+                mixed[mode].append(await phase(mode, mix=True))
 
         # replay: a backlog built while the copy is suspended (async shipper: nobody waits for
         # the suspended copy), then caught up
@@ -245,7 +261,23 @@ async def run(root: Path, quick: bool) -> dict:
     queue = [x for r in results["async"] for x in r["queue"]]
     async_rate = statistics.mean(r["rate"] for r in results["async"])
     sync_rate = statistics.mean(r["rate"] for r in results["sync"])
+    mix_lags = [x for r in mixed["async"] for x in r["lags"]]
+    mix_async = statistics.mean(r["rate"] for r in mixed["async"])
+    mix_sync = statistics.mean(r["rate"] for r in mixed["sync"])
+    mean_size = sum(len(p["raw"]) for p in pool) / len(pool)
     return {
+        "mix": {
+            "copy_lag_ms_p50": round(pct(mix_lags, 50), 2),
+            "copy_lag_ms_p99": round(pct(mix_lags, 99), 2),
+            "sync_copy_lag_ms_p99": round(pct([x for r in mixed["sync"] for x in r["lags"]], 99), 2),
+            "async_per_s": round(mix_async, 1),
+            "sync_per_s": round(mix_sync, 1),
+            "sync_ratio": round(mix_sync / mix_async, 3),
+            "async_mib_per_s": round(mix_async * mean_size / 2**20, 1),
+            "mean_message_kib": round(mean_size / 1024, 1),
+            "largest_message_mib": round(max(len(p["raw"]) for p in pool) / 2**20, 1),
+            "concurrency": mix_conc,
+        },
         "copy_lag_ms_p50": round(pct(lags, 50), 2),
         "copy_lag_ms_p99": round(pct(lags, 99), 2),
         "sync_copy_lag_ms_p50": round(pct(sync_lags, 50), 2),

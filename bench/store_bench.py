@@ -10,7 +10,9 @@ node runs it: on the event loop, or in analysis helper processes where the node 
     python bench/store_bench.py [--quick] [--dir DIR] [--analysis-workers N]
 
 Then the same levels again with the messages analysed before the clock starts: the store's own
-path, without the MIME analysis that shares the event loop with it.
+path, without the MIME analysis that shares the event loop with it. Then the shared real-mail mix
+(mailpair/mailmix.py: a few KiB to a tail of attachments of several MiB) at concurrency 1 and 8,
+with the analysis and without it ("mix_per_s", "mix_mib_per_s").
 
 It also times the MIME analysis of one message alone (`analysis_us`): a figure of the machine's
 single-core speed, so runs on different machines can be told apart (the same code has given
@@ -33,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mailpair import mailmix
 from mailpair.store import DatabaseConfig, NodeStore, Preparer
 from mailpair.store.prepare import default_workers, prepare_message
 
@@ -82,16 +85,23 @@ def fsync_rate(directory: Path, seconds: float) -> float:
         path.unlink()
 
 
-async def deliveries(directory: Path, concurrency: int, seconds: float, workers: int, analysed_ahead: bool = False) -> dict:
+async def deliveries(
+    directory: Path, concurrency: int, seconds: float, workers: int, analysed_ahead: bool = False, mix: bool = False
+) -> dict:
     """One level. analysed_ahead: the messages are analysed before the clock starts, so only the
-    store's own path is timed (decide, log, group commit, apply, answer)."""
+    store's own path is timed (decide, log, group commit, apply, answer). mix: the shared
+    real-mail mix instead of 4 KiB messages."""
     store = NodeStore(directory, DatabaseConfig()).open()
     preparer = await Preparer(workers).start()
     db = store.default_database()
     users = [f"user{i}" for i in range(1, 11)]
     for u in users:
         db.commit("account_add", name=u, hash=FAST_HASH, quota=0)
-    raws = [message(i) for i in range(256)]
+    raws = (
+        [mailmix.message(size, seed=i) for i, size in enumerate(mailmix.sizes(120, seed=3))]
+        if mix
+        else [message(i) for i in range(256)]
+    )
     ready = [await preparer.prepare(r) for r in raws] if analysed_ahead else None
     latencies: list[float] = []
     count = 0
@@ -125,6 +135,7 @@ async def deliveries(directory: Path, concurrency: int, seconds: float, workers:
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
         "mean_ms": 1000 * statistics.fmean(latencies),
+        "mib_per_s": count / elapsed * statistics.fmean(map(len, raws)) / 2**20,
     }
 
 
@@ -162,6 +173,14 @@ def main() -> None:
             print(
                 f"store only, messages analysed beforehand, concurrency {c:>2}: {r['per_s']:8,.0f} deliveries/s  {r['per_fsync']:5.1f} per fsync"
             )
+        mix = {}
+        for c, ahead in ((1, False), (8, False), (8, True)):
+            r = asyncio.run(deliveries(base / f"m{c}{ahead}", c, seconds, args.analysis_workers, analysed_ahead=ahead, mix=True))
+            mix[f"{'store_only_' if ahead else ''}{c}"] = r
+            print(
+                f"real-mail mix{' (store only)' if ahead else ''}, concurrency {c}: {r['per_s']:8,.0f} deliveries/s "
+                f"({r['mib_per_s']:.1f} MiB/s)  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms"
+            )
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(
@@ -173,6 +192,8 @@ def main() -> None:
                 "deliveries_per_fsync": {c: round(r["per_fsync"], 2) for c, r in results.items()},
                 "store_only_per_s": {c: round(r["per_s"], 1) for c, r in store_only.items()},
                 "message_bytes": 4096,
+                "mix_per_s": {c: round(r["per_s"], 1) for c, r in mix.items()},
+                "mix_mib_per_s": {c: round(r["mib_per_s"], 1) for c, r in mix.items()},
                 "analysis_us": round(cpu, 2),
                 "analysis_workers": args.analysis_workers,
                 "cpus": os.cpu_count(),

@@ -11,8 +11,9 @@ stopped with SIGTERM when the block ends.
         dc.log_text()                   # its log, for error messages
 
 Users log in over IMAP with plain-text passwords (LOGIN / AUTHENTICATE PLAIN; no TLS) and take
-LMTP delivery as RCPT TO:<user1> or <user1@anything>. Mail is stored in Maildir with Dovecot's
-default fsync policy ("optimized": every delivered message is fsync'd before the 250).
+LMTP delivery as RCPT TO:<user1> or <user1@anything>. Mail is stored in Maildir (or the format
+`mail_location` names: sdbox, mdbox) with Dovecot's default fsync policy ("optimized": every
+delivered message is fsync'd before the 250).
 
 Needs the Debian packages dovecot-core, dovecot-imapd and dovecot-lmtpd. Run as root, Dovecot
 drops to its own `dovecot`/`dovenull` users and stores mail as the `mail` user (the temporary
@@ -55,6 +56,7 @@ class Dovecot:
         directory: str | Path | None = None,
         extra_config: str = "",
         process_limit: int = 200,
+        mail_location: str = "maildir:~/Maildir",
     ):
         self.users = dict(users or {"user1": "mailpair"})
         self.host = host
@@ -62,6 +64,7 @@ class Dovecot:
         self.dir = Path(directory or tempfile.mkdtemp(prefix="mailpair-dovecot-"))
         self.extra_config = extra_config
         self.process_limit = process_limit
+        self.mail_location = mail_location  # e.g. "sdbox:~/sdbox" or "mdbox:~/mdbox", Dovecot's own formats
         self.lmtp_port = 0
         self.imap_port = 0
         self.proc: subprocess.Popen | None = None
@@ -95,7 +98,7 @@ default_login_user = {login}
 default_process_limit = {self.process_limit}
 first_valid_uid = 1
 first_valid_gid = 1
-mail_location = maildir:~/Maildir
+mail_location = {self.mail_location}
 mail_uid = {uid}
 mail_gid = {gid}
 lmtp_save_to_detail_mailbox = no
