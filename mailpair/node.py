@@ -20,6 +20,7 @@ from typing import Any
 
 from mailpair.admin.logs import setup_logging
 from mailpair.config import NodeConfig
+from mailpair.filemodes import private_umask, tighten
 from mailpair.memory import return_large_buffers
 from mailpair.store import DatabaseConfig, NodeStore, Preparer
 from mailpair.store.prepare import default_workers
@@ -228,6 +229,8 @@ def main(config_path: Path) -> None:
     config = NodeConfig.load(config_path)
     setup_logging(config.name, config.log_json)
     return_large_buffers()
+    private_umask()
+    tighten(Path(config.data))
     lock_fd = lock_data_dir(Path(config.data))
     try:
         asyncio.run(run_node(config))

@@ -24,6 +24,7 @@ from rich.text import Text
 
 from mailpair.admin import pair as pairmod
 from mailpair.admin.pairview import merge_statuses
+from mailpair.filemodes import private_umask
 
 console = Console()
 
@@ -47,6 +48,7 @@ def _read_password(password_stdin: bool) -> str:
 @click.version_option(package_name="mailpair")
 def main() -> None:
     """mailpair: a mailbox server that runs as an active/passive pair."""
+    private_umask()  # before anything is written: data directories hold mail and password hashes
 
 
 # ---------------------------------------------------------------------------- node

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import crc32c
 
+from mailpair.filemodes import loose
 from mailpair.store.log import (
     SEGMENT_HEADER_SIZE,
     LogCorruption,
@@ -122,6 +123,8 @@ def verify_database(path: Path) -> Report:
     except sqlite3.DatabaseError as e:
         rep.bad(f"state file is unreadable: {e}")
         return rep
+    for loose_path, mode in loose(path):
+        rep.notes.append(f"warning: {loose_path} is mode {mode:04o}; group and others may read it (0600 files, 0700 directories)")
     if rep.applied_lsn is not None and rep.ok:
         if rep.applied_lsn > rep.last_lsn:
             rep.bad(f"state has applied LSN {rep.applied_lsn} beyond the log's end {rep.last_lsn}", rep.last_lsn + 1)
