@@ -384,6 +384,12 @@ def _lean_structure(h: Headers, body: bytes) -> Nested | None:
 def analyse(raw: bytes) -> tuple[Nested, Nested]:
     """(envelope, bodystructure) of a raw RFC 5322 message; never raises."""
     try:
+        # Multipart mail without the full parse (mime/lean.py builds on this module's helpers).
+        from mailpair.mime.lean import analyse_lean
+
+        lean = analyse_lean(raw)
+        if lean is not None:
+            return lean
         header, body = _split_header_body(raw)
         fields = _fast_fields(header)
         if fields is not None:
