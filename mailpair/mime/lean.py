@@ -48,13 +48,13 @@ from mailpair.mime.structure import (
     _b,
     _disposition,
     _encoding_of,
-    _envelope_of,
     _headers,
     _language,
     _lines,
     _params,
     _part_body_bytes,
     _raw_header,
+    envelope,
 )
 
 MAX_DEPTH = 100  # nested multipart and message/rfc822 levels (Dovecot's default)
@@ -104,6 +104,7 @@ class _Scan:
         self.count = 0
         self.capped = False
         self.ascii = raw.isascii()
+        self.flats: dict[tuple[int, int], tuple[int, int, bool]] = {}  # see _flat
 
     def entity(self, start: int, end: int, strip: bool, depth: int, default_type: str | None) -> Part:
         """The entity whose lines are start..end (end: the message's end or the start of a line
@@ -149,8 +150,10 @@ class _Scan:
 
     def multipart(self, msg: Message, body_start: int, end: int, strip: bool, depth: int) -> Part:
         boundary = msg.get_boundary()
-        if not boundary or not boundary.isascii():
-            raise Unsure("no boundary, or one that is not ASCII")
+        if not boundary or not boundary.isascii() or "\r" in boundary or "\n" in boundary:
+            # none: the feed parser keeps the body as text; a line break inside one (a folded
+            # quoted string) can never match a line, where a search over bytes could
+            raise Unsure("no boundary, or one the bytes search would read differently")
         raw = self.raw
         dash = b"--" + boundary.encode("ascii")
         delimiters = self.delimiters(dash, body_start, end)
@@ -162,12 +165,12 @@ class _Scan:
             # The preamble's last line end belongs to the delimiter; the generator writes it back.
             part.preamble = (first[0] - 2 - body_start, raw.count(b"\n", body_start, first[0] - 2))
         line_end = first[1]
+        # The feed parser gives a digest's parts message/rfc822 as their default type.
+        default_type = "message/rfc822" if msg.get_content_type() == "multipart/digest" else None
         for start, next_end, close in delimiters:
             if start == line_end:
                 raise Unsure("two delimiters in a row")  # the feed parser merges them
-            child = self.entity(
-                line_end, start, True, depth, "message/rfc822" if msg.get_content_type() == "multipart/digest" else None
-            )
+            child = self.entity(line_end, start, True, depth, default_type)
             part.children.append(child)
             if self.capped:
                 part.overflow_inside = True
@@ -244,6 +247,12 @@ def _flat(scan: _Scan, part: Part, max_line_length: int = 78) -> tuple[int, int,
     with CRLF line ends writes it: what structure.py measures for a message/rfc822 part. Headers
     are refolded (no refolding under multipart/signed), a multipart is its preamble, delimiters
     without padding, its parts and its epilogue; a body is written as parsed."""
+    # Each message/rfc822 level measures everything inside it again; kept per part and policy so
+    # deep nesting costs each header's folding once (twice under multipart/signed), not per level.
+    key = (id(part), max_line_length)
+    known = scan.flats.get(key)
+    if known is not None:
+        return known
     raw = scan.raw
     length, newlines = _fold_size(part.msg, max_line_length)
     ends = True
@@ -276,6 +285,7 @@ def _flat(scan: _Scan, part: Part, max_line_length: int = 78) -> tuple[int, int,
             length += part.epilogue[0]
             newlines += part.epilogue[1]
             ends = part.epilogue[2]
+    scan.flats[key] = length, newlines, ends
     return length, newlines, ends
 
 
@@ -324,7 +334,7 @@ def _structure(scan: _Scan, part: Part) -> Nested:
     ]
     if part.kind == MESSAGE:
         inner = part.children[0]
-        out += [_envelope_of(_headers(inner.msg)), _structure(scan, inner), lines]
+        out += [envelope(inner.msg), _structure(scan, inner), lines]
     elif maintype == "text":
         out.append(lines)
     out += [_raw_header(h, "content-md5"), _disposition(msg), _language(msg), _raw_header(h, "content-location")]
@@ -348,6 +358,6 @@ def analyse_lean(raw: bytes) -> tuple[Nested, Nested] | None:
         top = scan.entity(0, len(raw), False, 0, None)
         if top.kind not in (MULTIPART, MESSAGE, OVERFLOW):
             return None
-        return _envelope_of(_headers(top.msg)), _structure(scan, top)
+        return envelope(top.msg), _structure(scan, top)
     except Exception:  # Unsure, or anything unforeseen: the email package decides, as before
         return None

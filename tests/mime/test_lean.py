@@ -322,3 +322,27 @@ def test_what_the_lean_path_leaves_to_the_email_package():
         assert analyse(raw) == email_package(raw)
     single = b"From: a@b.c\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
     assert lean.analyse_lean(single) is None  # structure.py's own single-part path
+
+
+def test_a_boundary_folded_across_lines_falls_back():
+    # The quoted boundary holds a line break: no line can match it, where a bytes search could.
+    raw = (
+        b'From: a@b.c\r\nContent-Type: multipart/mixed; boundary="a\r\n b"\r\n\r\n'
+        b"--a\r\n b\r\nContent-Type: text/plain\r\n\r\nx\r\n--a\r\n b--\r\n"
+    )
+    assert lean.analyse_lean(raw) is None
+    assert analyse(raw) == email_package(raw)
+
+
+def test_message_rfc822_nested_deep_agrees():
+    # Each level's size is the enclosed message written out again, headers refolded.
+    body = b"Content-Type: text/plain\r\n\r\nleaf"
+    for i in range(45):
+        body = (
+            b"Content-Type: multipart/mixed; boundary=n%d\r\n\r\n--n%d\r\nContent-Type: message/rfc822\r\n\r\n"
+            b"Subject: level %d %s\r\n%s\r\n--n%d\r\n\r\nleaf\r\n--n%d--" % (i, i, i, b"word " * (i % 20), body, i, i)
+        )
+    raw = b"From: a@b.c\r\n" + body
+    got = lean.analyse_lean(raw)
+    assert got is not None
+    assert got == email_package(raw)
