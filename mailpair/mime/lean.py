@@ -22,7 +22,7 @@ Rules this module keeps:
   that is not CRLF, a part without the blank line after its header or with a header the feed
   parser could split differently, no boundary or no delimiter, a missing close delimiter, two
   delimiters in a row, message/* other than rfc822, nesting deeper than MAX_DEPTH, an 8-bit body
-  over EIGHT_BIT_EXACT (see _measure) or any unexpected error.
+  over EIGHT_BIT_EXACT (see _Scan.measure) or any unexpected error.
 - More than MAX_PARTS parts is capped as Dovecot caps it, not handed to the email package: the
   MAX_PARTS-th part is the last one and runs to the end of the message as one opaque leaf. The
   email package would build a Message per part (a 25 MiB message holds several hundred thousand

@@ -206,7 +206,7 @@ def test_well_formed_messages_take_the_lean_path_and_agree(text, end):
 
 def mangle(draw, raw: bytes) -> bytes:
     """One of the ways real mail goes wrong, applied somewhere."""
-    how = draw(st.integers(0, 6))
+    how = draw(st.integers(0, 7))
     if how == 0:
         return raw.replace(b"\r\n", b"\n")  # bare LF throughout
     if how == 1 and b"\r\n" in raw:
@@ -228,6 +228,8 @@ def mangle(draw, raw: bytes) -> bytes:
                 return raw[: j + 2] + raw[i + 2 : j + 2] + raw[j + 2 :]  # a delimiter twice
     if how == 5:
         return raw.replace(b"\r\n\r\n", b"\r\nnot a header\r\n\r\n", 2)
+    if how == 6:
+        return raw.replace(b"\r\n--", b"\r--", 1)  # a bare CR before a delimiter
     return raw
 
 
