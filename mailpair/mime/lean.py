@@ -208,8 +208,9 @@ class _Scan:
             at = raw.find(pattern, line_start, end)
             line_start = at + 2 if at >= 0 else -1
 
-    def measure(self, part: Part) -> tuple[int, int]:
-        """(size, lines) of a leaf's body as structure.bodystructure reports them."""
+    def measure(self, part: Part, lines: bool) -> tuple[int, int]:
+        """(size, lines) of a leaf's body as structure.bodystructure reports them; lines only
+        when asked for (text), as counting them is most of the time a large attachment costs."""
         raw = self.raw
         start, end = part.body_start, part.body_end
         if not self.ascii and _EIGHT_BIT.search(raw, start, end) is not None:
@@ -226,9 +227,15 @@ class _Scan:
             return len(body), _lines(body)
         # CRLF line ends only (checked for the whole message), so the body is already in the
         # CRLF form IMAP counts.
+        return self.octets(start, end, lines)
+
+    def octets(self, start: int, end: int, lines: bool) -> tuple[int, int]:
+        """(size, lines) of start..end as they are on the wire."""
         if end <= start:
             return 0, 0
-        return end - start, raw.count(b"\n", start, end) + (0 if raw[end - 1] == 0x0A else 1)
+        if not lines:
+            return end - start, 0
+        return end - start, self.raw.count(b"\n", start, end) + (0 if self.raw[end - 1] == 0x0A else 1)
 
 
 def _fold_size(msg: Message, max_line_length: int) -> tuple[int, int]:
@@ -311,16 +318,17 @@ def _structure(scan: _Scan, part: Part) -> Nested:
             # The capped part is described as opaque data: a MULTIPART or MESSAGE/RFC822 body
             # would owe the client parts or an envelope that were never looked for.
             maintype, subtype, params = "application", "octet-stream", None
-        size, lines = scan.measure(part)
+        # Our own description, not the email package's: the octets to the end of the message.
+        size, lines = scan.octets(part.body_start, part.body_end, maintype == "text")
     elif part.kind == MESSAGE:
         inner = part.children[0]
-        if inner.overflow_inside:
-            size, lines = scan.measure(part)
+        if inner.overflow_inside:  # it runs to the end of the message, as the capped part does
+            size, lines = scan.octets(part.body_start, len(scan.raw), True)
         else:
             size, newlines, ends = _flat(scan, inner)
             lines = newlines + (0 if ends else 1) if size else 0
     else:
-        size, lines = scan.measure(part)
+        size, lines = scan.measure(part, maintype == "text")
     if params is None and maintype == "text":
         params = [b"CHARSET", b"US-ASCII"]
     out = [

@@ -348,3 +348,20 @@ def test_message_rfc822_nested_deep_agrees():
     got = lean.analyse_lean(raw)
     assert got is not None
     assert got == email_package(raw)
+
+
+def test_the_cap_inside_a_message_rfc822_and_with_8bit_after_it():
+    inner = _many_parts(lean.MAX_PARTS + 10) + "caf\u00e9\r\n".encode() * 300_000  # an 8-bit epilogue
+    head = b"From: a@b.c\r\nContent-Type: multipart/mixed; boundary=outer\r\n\r\n"
+    rfc822 = b"--outer\r\nContent-Type: message/rfc822\r\n\r\n"
+    raw = head + rfc822 + inner + b"\r\n--outer--\r\n"
+    env, bs = lean.analyse_lean(raw)
+    part = bs[0][0]
+    assert part[:2] == [b"MESSAGE", b"RFC822"]
+    body_start = len(head) + len(rfc822)
+    assert part[6] == len(raw) - body_start  # the capped message runs to the end
+    assert part[9] == raw.count(b"\n", body_start)
+    capped = part[8][0]
+    assert len(capped) == lean.MAX_PARTS - 3  # the top, the message/rfc822 part, the enclosed message count first
+    assert capped[-1][6] > 300_000
+    assert len(bs[0]) == 1 and analyse(raw) == (env, bs)
