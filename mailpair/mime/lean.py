@@ -72,7 +72,7 @@ _COMPOSITE = re.compile(rb"^content-type:[ \t]*(?:\r\n[ \t]+)*(?:multipart|messa
 # padding, then the line end (or the end of the message: the feed parser accepts a last line
 # without one).
 _DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r\n|\Z)")
-_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
+_ASCII_CHUNK = 256 * 1024  # an 8-bit search copies this much at a time (see _has_8bit)
 
 LEAF, MULTIPART, MESSAGE, OVERFLOW = "leaf", "multipart", "message", "overflow"
 
@@ -217,7 +217,7 @@ class _Scan:
         when asked for (text), as counting them is most of the time a large attachment costs."""
         raw = self.raw
         start, end = part.body_start, part.body_end
-        if not self.ascii and _EIGHT_BIT.search(raw, start, end) is not None:
+        if not self.ascii and self.has_8bit(start, end):
             # The email package hands an 8-bit body out decoded with its charset and re-encoded
             # (get_payload(decode=False)), so its size is not the octet count; the same helper
             # on a copy of the body gives the same figure, for a body small enough to copy.
@@ -232,6 +232,12 @@ class _Scan:
         # CRLF line ends only (checked for the whole message), so the body is already in the
         # CRLF form IMAP counts.
         return self.octets(start, end, lines)
+
+    def has_8bit(self, start: int, end: int) -> bool:
+        """Whether start..end holds a byte over 127. bytes.isascii over small copies: fifty times
+        faster than a regular expression over the range, and the copies stay small."""
+        raw = self.raw
+        return any(not raw[at : min(end, at + _ASCII_CHUNK)].isascii() for at in range(start, end, _ASCII_CHUNK))
 
     def octets(self, start: int, end: int, lines: bool) -> tuple[int, int]:
         """(size, lines) of start..end as they are on the wire."""
