@@ -41,6 +41,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 
@@ -72,7 +73,7 @@ _COMPOSITE = re.compile(rb"^content-type:[ \t]*(?:\r\n[ \t]+)*(?:multipart|messa
 # padding, then the line end (or the end of the message: the feed parser accepts a last line
 # without one).
 _DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r\n|\Z)")
-_ASCII_CHUNK = 256 * 1024  # an 8-bit search copies this much at a time (see _has_8bit)
+_ASCII_CHUNK = 256 * 1024  # an 8-bit search copies this much at a time (see _Scan.has_8bit)
 
 LEAF, MULTIPART, MESSAGE, OVERFLOW = "leaf", "multipart", "message", "overflow"
 
@@ -196,7 +197,7 @@ class _Scan:
         part.epilogue = (length, raw.count(b"\n", line_end, epilogue_end), ends_newline)
         return part
 
-    def delimiters(self, dash: bytes, start: int, end: int):
+    def delimiters(self, dash: bytes, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
         """(line start, line end, is close) of each delimiter line in start..end, in order."""
         raw = self.raw
         pattern = b"\r\n" + dash
@@ -250,7 +251,7 @@ class _Scan:
 
 def _fold_size(msg: Message, max_line_length: int) -> tuple[int, int]:
     """(length, newlines) of a header block as the generator writes it, blank line included."""
-    policy = _CRLF if max_line_length == 78 else _CRLF.clone(max_line_length=max_line_length)
+    policy = _CRLF if max_line_length == _CRLF.max_line_length else _CRLF.clone(max_line_length=max_line_length)
     length, newlines = 2, 1
     for name, value in msg.raw_items():
         folded = policy.fold_binary(name, value)
@@ -259,7 +260,7 @@ def _fold_size(msg: Message, max_line_length: int) -> tuple[int, int]:
     return length, newlines
 
 
-def _flat(scan: _Scan, part: Part, max_line_length: int = 78) -> tuple[int, int, bool]:
+def _flat(scan: _Scan, part: Part, max_line_length: int = _CRLF.max_line_length) -> tuple[int, int, bool]:
     """(length, newlines, ends with a newline) of the entity as email.generator.BytesGenerator
     with CRLF line ends writes it: what structure.py measures for a message/rfc822 part. Headers
     are refolded (no refolding under multipart/signed), a multipart is its preamble, delimiters
@@ -374,7 +375,7 @@ def analyse_lean(raw: bytes) -> tuple[Nested, Nested] | None:
     scan = _Scan(raw)
     try:
         top = scan.entity(0, len(raw), False, 0, None)
-        if top.kind not in (MULTIPART, MESSAGE, OVERFLOW):
+        if top.kind not in (MULTIPART, MESSAGE):
             return None
         return envelope(top.msg), _structure(scan, top)
     except Exception:  # Unsure, or anything unforeseen: the email package decides, as before
