@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mailpair.replication import ReplicationSettings, auth, protocol, seed
+from mailpair.replication import ReplicationSettings, codec, link, seed
 from mailpair.replication.inspect import InspectionFailed, inspect_batch
 from mailpair.replication.replayer import Replayer
 from mailpair.store import Database, NodeStore
@@ -35,9 +35,6 @@ log = logging.getLogger("mailpair.replication")
 CONNECT_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
 SNAPSHOT_TIMEOUT = 300.0  # the active takes the snapshot before the first byte
-# A batch frame (100+ KiB) fits the stream buffer whole, so reading one does not pause and resume
-# the transport (asyncio's default limit is 64 KiB, paused beyond twice that).
-READ_BUFFER = 4 * 1024 * 1024
 FATAL_CODES = {"corrupt", "db_id", "ahead", "epoch", "unknown_db"}
 
 
@@ -45,22 +42,12 @@ class CopyFailed(Exception):
     """The copy cannot go on without an admin (resume or reseed)."""
 
 
-async def connect(settings: ReplicationSettings) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+async def connect(settings: ReplicationSettings) -> link.Link:
     if not settings.peer_host or not settings.peer_port:
         raise ConnectionError("no active configured (peer_replication is empty)")
-    async with asyncio.timeout(CONNECT_TIMEOUT):
-        reader, writer = await asyncio.open_connection(settings.peer_host, settings.peer_port, limit=READ_BUFFER)
-    try:
-        active = await auth.as_passive(reader, writer, settings.secret, settings.node)
-    except BaseException:
-        writer.close()
-        raise
-    return reader, writer, active
-
-
-def _close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        writer.close()
+    return await link.connect(
+        settings.peer_host, settings.peer_port, settings.secret, settings.node, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT
+    )
 
 
 class CopyWorker:
@@ -164,7 +151,7 @@ class CopyWorker:
                 if asyncio.current_task().cancelling():
                     raise
                 continue  # an admin action interrupted the job
-            except protocol.PeerError as e:
+            except codec.PeerError as e:
                 if e.code == "need_seed":
                     log.warning("copy of %s: %s; reseeding", self.name, e)
                     self.reseed_requested = True
@@ -176,14 +163,14 @@ class CopyWorker:
             except CopyFailed as e:
                 self._fail(str(e))
                 continue
-            except auth.AuthFailed as e:
+            except codec.AuthFailed as e:
                 self._disconnected(f"authentication failed: {e}")
                 log.error("copy of %s: %s", self.name, e)
             except InspectionFailed as e:
                 self.inspection_failures += 1
                 self._disconnected(f"record LSN {e.lsn} failed inspection ({e}); asking the active again")
                 log.warning("copy of %s: %s", self.name, self.reason)
-            except protocol.ProtocolError as e:
+            except codec.ProtocolError as e:
                 self._disconnected(f"bad data from the active: {e}")
                 log.warning("copy of %s: %s", self.name, self.reason)
             except TimeoutError:
@@ -218,33 +205,33 @@ class CopyWorker:
     # ------------------------------------------------------------------ seeding
     async def _seed(self) -> None:
         self.phase, self.reason, self.seed_progress = "seeding", "building a copy from a snapshot of the active", 0.0
-        reader, writer, _ = await connect(self.settings)
+        conn = await connect(self.settings)
         try:
-            await protocol.send(writer, {"t": "seed", "db": self.name}, HANDSHAKE_TIMEOUT)
-            begin = protocol.expect(await protocol.read_frame(reader, SNAPSHOT_TIMEOUT), "seed_begin")
+            await conn.send({"t": "seed", "db": self.name}, HANDSHAKE_TIMEOUT)
+            begin = codec.expect(await conn.receive(SNAPSHOT_TIMEOUT), "seed_begin")
             size, lsn, db_id = begin.get("size"), begin.get("lsn"), begin.get("id")
             if not (isinstance(size, int) and isinstance(lsn, int) and isinstance(db_id, bytes) and len(db_id) == 16):
-                raise protocol.ProtocolError("seed_begin without size, LSN and database id")
+                raise codec.ProtocolError("seed_begin without size, LSN and database id")
             stage = await asyncio.to_thread(seed.begin, self.store.data_dir, self.name)
             received = 0
             with open(stage / "state.sqlite", "wb") as f:
                 while True:
-                    msg = await protocol.read_frame(reader, self.settings.stall_timeout_s)
+                    msg = await conn.receive(self.settings.stall_timeout_s)
                     if msg["t"] == "seed_end":
                         break
-                    data = protocol.expect(msg, "seed_chunk").get("data")
+                    data = codec.expect(msg, "seed_chunk").get("data")
                     if not isinstance(data, bytes):
-                        raise protocol.ProtocolError("seed chunk without data")
+                        raise codec.ProtocolError("seed chunk without data")
                     await asyncio.to_thread(f.write, data)
                     received += len(data)
                     self.seed_progress = round(min(1.0, received / max(1, size)), 3)
             if received != size:
-                raise protocol.ProtocolError(f"seed has {received} bytes, the active announced {size}")
+                raise codec.ProtocolError(f"seed has {received} bytes, the active announced {size}")
             await asyncio.to_thread(_check_snapshot, stage / "state.sqlite", lsn, db_id)
             await asyncio.to_thread(seed.finish, stage, db_id)
-            await protocol.send(writer, {"t": "seed_ok"}, HANDSHAKE_TIMEOUT)
+            await conn.send({"t": "seed_ok"}, HANDSHAKE_TIMEOUT)
         finally:
-            _close(writer)
+            conn.close()
         await self._install(stage)
         self.reseed_requested = False
         self.seed_progress = None
@@ -273,20 +260,20 @@ class CopyWorker:
     # ------------------------------------------------------------------ streaming
     async def _stream(self) -> None:
         db = self.db
-        reader, writer, active = await connect(self.settings)
+        conn = await connect(self.settings)
+        active = conn.peer
         frames: asyncio.Queue = asyncio.Queue(maxsize=16)
-        pump = asyncio.create_task(self._pump(reader, frames))
+        pump = asyncio.create_task(self._pump(conn, frames))
         try:
             epoch = max(db.log.last_epoch, db.epoch)
-            await protocol.send(
-                writer,
+            await conn.send(
                 {"t": "open", "db": self.name, "id": db.db_id, "from": db.log.last_lsn + 1, "epoch": epoch},
                 HANDSHAKE_TIMEOUT,
             )
             ok = await frames.get()
             if isinstance(ok, BaseException):
                 raise ok
-            protocol.expect(ok, "ok")
+            codec.expect(ok, "ok")
             if not isinstance(ok.get("epoch"), int) or ok["epoch"] < epoch:
                 raise CopyFailed(f"the active {active} is in epoch {ok.get('epoch')}, older than this copy's epoch {epoch}")
             self.head = ok.get("head")
@@ -298,12 +285,12 @@ class CopyWorker:
                     msgs.append(frames.get_nowait())
                 err = next((m for m in msgs if isinstance(m, BaseException)), None)
                 if err is None:
-                    await self._take(msgs, writer)
+                    await self._take(msgs, conn)
                     continue
                 # The active may hang up right after an error message: failing to acknowledge
                 # what came before it must not hide the error itself.
                 with contextlib.suppress(OSError):  # a reset, or a drain that timed out
-                    await self._take(msgs[: msgs.index(err)], writer)
+                    await self._take(msgs[: msgs.index(err)], conn)
                 raise err
         finally:
             # cancel until it is really gone: a pump left blocked on a full queue would hang
@@ -311,26 +298,26 @@ class CopyWorker:
             while not pump.done():
                 pump.cancel()
                 await asyncio.wait({pump}, timeout=0.1)
-            _close(writer)
+            conn.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, frames: asyncio.Queue) -> None:
+    async def _pump(self, conn: link.Link, frames: asyncio.Queue) -> None:
         """Read frames ahead while the last batch is being stored; an error ends the queue."""
         try:
             while True:
-                await frames.put(await protocol.read_frame(reader, self.settings.stall_timeout_s))
+                await frames.put(await conn.receive(self.settings.stall_timeout_s))
         except asyncio.CancelledError:
             raise
         except BaseException as e:
             await frames.put(e)
 
-    async def _take(self, msgs: list[dict[str, Any]], writer: asyncio.StreamWriter) -> None:
+    async def _take(self, msgs: list[dict[str, Any]], conn: link.Link) -> None:
         """Inspect and store the record batches among msgs, then acknowledge."""
         batches = []
         for m in msgs:
             if m["t"] == "recs":
                 batches.append(m)
             elif m["t"] != "hb":
-                raise protocol.ProtocolError(f"unexpected {m['t']} message in the stream")
+                raise codec.ProtocolError(f"unexpected {m['t']} message in the stream")
             head = m.get("head")
             if isinstance(head, int):
                 self.head = max(self.head or 0, head)
@@ -351,7 +338,7 @@ class CopyWorker:
                 self.replayer.added(rec.lsn, rec.timestamp_us / 1e6, size)
             if records:
                 self.last_stored_time = records[-1][0].timestamp_us / 1e6
-        await protocol.send(writer, {"t": "ack", "lsn": self.db.log.last_lsn, "info": self.status()}, HANDSHAKE_TIMEOUT)
+        await conn.send({"t": "ack", "lsn": self.db.log.last_lsn, "info": self.status()}, HANDSHAKE_TIMEOUT)
         if error is not None:
             raise error
 
@@ -466,11 +453,11 @@ def _check_snapshot(path: Path, lsn: int, db_id: bytes) -> None:
     try:
         row = conn.execute("PRAGMA quick_check").fetchone()
         if not row or row[0] != "ok":
-            raise protocol.ProtocolError(f"received snapshot fails SQLite's check: {row}")
+            raise codec.ProtocolError(f"received snapshot fails SQLite's check: {row}")
         if get_meta(conn, "db_id") != db_id or get_meta(conn, "applied_lsn", 0) != lsn:
-            raise protocol.ProtocolError("received snapshot is not the announced database at the announced LSN")
+            raise codec.ProtocolError("received snapshot is not the announced database at the announced LSN")
     except sqlite3.DatabaseError as e:
-        raise protocol.ProtocolError(f"received snapshot is not a database: {e}") from None
+        raise codec.ProtocolError(f"received snapshot is not a database: {e}") from None
     finally:
         conn.close()
 
@@ -512,12 +499,12 @@ class Receiver:
         backoff = self.settings.reconnect_min_s
         while True:
             try:
-                reader, writer, _ = await connect(self.settings)
+                conn = await connect(self.settings)
                 try:
-                    await protocol.send(writer, {"t": "list"}, HANDSHAKE_TIMEOUT)
-                    msg = protocol.expect(await protocol.read_frame(reader, HANDSHAKE_TIMEOUT), "dbs")
+                    await conn.send({"t": "list"}, HANDSHAKE_TIMEOUT)
+                    msg = codec.expect(await conn.receive(HANDSHAKE_TIMEOUT), "dbs")
                 finally:
-                    _close(writer)
+                    conn.close()
                 for d in msg.get("dbs") or []:
                     if isinstance(d, dict) and isinstance(d.get("name"), str):
                         await self._worker(d["name"])

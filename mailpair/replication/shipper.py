@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mailpair.replication import ReplicationSettings, auth, protocol, seed
+from mailpair.replication import ReplicationSettings, codec, seed
+from mailpair.replication.codec import Channel, Role
+from mailpair.replication.link import Link
 from mailpair.replication.syncgate import SyncGate
 from mailpair.store import Database, NodeStore
 from mailpair.store.log import LogCorruption, LogError, Record
@@ -335,22 +337,23 @@ class Shipper:
         self._tasks.add(task)
         peer = writer.get_extra_info("peername")
         where = f"{peer[0]}:{peer[1]}" if peer else "?"
+        link = Link(reader, writer, Channel(Role.ACTIVE, self.settings.secret, self.settings.node))
         try:
             try:
-                node = await auth.as_active(reader, writer, self.settings.secret, self.settings.node)
-            except auth.AuthFailed as e:
+                node = await link.handshake(HANDSHAKE_TIMEOUT)
+            except codec.AuthFailed as e:
                 log.warning("replication: refused connection from %s: %s", where, e)
                 self.refused.append({"time": time.time(), "peer": where, "reason": str(e)})
                 del self.refused[:-50]
                 return
-            msg = await protocol.read_frame(reader, HANDSHAKE_TIMEOUT)
+            msg = await link.receive(HANDSHAKE_TIMEOUT)
             kind = msg["t"]
             if kind == "list":
                 dbs = [
                     {"name": db.name, "id": db.db_id, "head": db.log.last_lsn, "epoch": db.epoch}
                     for db in self.store.databases.values()
                 ]
-                await protocol.send(writer, {"t": "dbs", "dbs": dbs}, WRITE_TIMEOUT)
+                await link.send({"t": "dbs", "dbs": dbs}, WRITE_TIMEOUT)
             elif kind in ("seed", "open"):
                 db = self._db(msg)
                 # Counted before its first await, so the held-log check never lets go of a copy
@@ -359,15 +362,15 @@ class Shipper:
                 if view is not None:
                     view.opening += 1
                 try:
-                    await (self._seed if kind == "seed" else self._stream)(node, msg, reader, writer)
+                    await (self._seed if kind == "seed" else self._stream)(node, msg, link)
                 finally:
                     if view is not None:
                         view.opening -= 1
                         if not view.opening:
                             view.away_since = time.monotonic()
             else:
-                raise protocol.ProtocolError(f"unknown request {kind}")
-        except (protocol.ProtocolError, protocol.PeerError) as e:
+                raise codec.ProtocolError(f"unknown request {kind}")
+        except (codec.ProtocolError, codec.PeerError) as e:
             log.warning("replication: connection from %s dropped: %s", where, e)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, OSError) as e:
             log.info("replication: connection from %s ended: %s", where, type(e).__name__)
@@ -375,10 +378,8 @@ class Shipper:
             pass  # the shipper is closing; asyncio's server would report a cancelled handler as an error
         finally:
             self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await writer.wait_closed()
+            link.close()
+            await link.wait_closed()
 
     def _db(self, msg: dict[str, Any]) -> Database | None:
         name = msg.get("db")
@@ -401,10 +402,10 @@ class Shipper:
         return view
 
     # ------------------------------------------------------------------ seeding
-    async def _seed(self, node: str, msg: dict[str, Any], reader, writer) -> None:
+    async def _seed(self, node: str, msg: dict[str, Any], link: Link) -> None:
         db = self._db(msg)
         if db is None:
-            await protocol.send(writer, protocol.error("unknown_db", f"the active has no database {msg.get('db')!r}"))
+            await link.send(codec.error("unknown_db", f"the active has no database {msg.get('db')!r}"))
             return
         view = self._view(db.name, node)
         # Keep every segment from now on until the copy catches up from the snapshot's LSN.
@@ -414,64 +415,57 @@ class Shipper:
             await self._pin(db, view, lsn + 1, force=True)
             size = path.stat().st_size
             log.info("replication: seeding %s on %s from a snapshot at LSN %d (%d bytes)", db.name, node, lsn, size)
-            await protocol.send(
-                writer, {"t": "seed_begin", "lsn": lsn, "epoch": epoch, "id": db.db_id, "size": size}, WRITE_TIMEOUT
-            )
+            await link.send({"t": "seed_begin", "lsn": lsn, "epoch": epoch, "id": db.db_id, "size": size}, WRITE_TIMEOUT)
             with open(path, "rb") as f:
                 while True:
                     chunk = await asyncio.to_thread(f.read, self.settings.seed_chunk)
                     if not chunk:
                         break
-                    await protocol.send(writer, {"t": "seed_chunk", "data": chunk}, WRITE_TIMEOUT)
-            await protocol.send(writer, {"t": "seed_end"}, WRITE_TIMEOUT)
+                    await link.send({"t": "seed_chunk", "data": chunk}, WRITE_TIMEOUT)
+            await link.send({"t": "seed_end"}, WRITE_TIMEOUT)
             # wait for the passive to check the file and say it has it (or hang up)
-            await protocol.read_frame(reader, 300)
+            await link.receive(300)
         finally:
             path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ streaming
-    async def _stream(self, node: str, msg: dict[str, Any], reader, writer) -> None:
+    async def _stream(self, node: str, msg: dict[str, Any], link: Link) -> None:
         db = self._db(msg)
         if db is None:
-            await protocol.send(writer, protocol.error("unknown_db", f"the active has no database {msg.get('db')!r}"))
+            await link.send(codec.error("unknown_db", f"the active has no database {msg.get('db')!r}"))
             return
         start = msg.get("from")
         if not isinstance(start, int) or start < 1:
-            raise protocol.ProtocolError("open without a valid LSN")
+            raise codec.ProtocolError("open without a valid LSN")
         if msg.get("id") != db.db_id:
-            await protocol.send(writer, protocol.error("db_id", f"the copy of {db.name} belongs to another database; reseed it"))
+            await link.send(codec.error("db_id", f"the copy of {db.name} belongs to another database; reseed it"))
             return
         if start > db.log.last_lsn + 1:
-            await protocol.send(
-                writer,
-                protocol.error(
-                    "ahead", f"the copy has records up to LSN {start - 1}; the active's log ends at {db.log.last_lsn}"
-                ),
+            await link.send(
+                codec.error("ahead", f"the copy has records up to LSN {start - 1}; the active's log ends at {db.log.last_lsn}"),
             )
             return
         copy_epoch = msg.get("epoch") or 0
         if copy_epoch > db.epoch:
-            await protocol.send(
-                writer, protocol.error("epoch", f"the copy is in epoch {copy_epoch}, newer than the active's epoch {db.epoch}")
-            )
+            await link.send(codec.error("epoch", f"the copy is in epoch {copy_epoch}, newer than the active's epoch {db.epoch}"))
             return
-        if await self._gone(db, start, writer):
+        if await self._gone(db, start, link):
             return
         self._track(db)
         view = self._view(db.name, node)
         await self._pin(db, view, start, force=True)
-        if await self._gone(db, start, writer):  # let go of while it was away, just before this pin
+        if await self._gone(db, start, link):  # let go of while it was away, just before this pin
             return
         live = LiveFeed(db, asyncio.get_running_loop(), self.settings.live_buffer_records)
-        await protocol.send(writer, {"t": "ok", "head": db.log.last_lsn, "epoch": db.epoch}, HANDSHAKE_TIMEOUT)
+        await link.send({"t": "ok", "head": db.log.last_lsn, "epoch": db.epoch}, HANDSHAKE_TIMEOUT)
         view.streams += 1
         view.acked, view.mode, view.reason = start - 1, "file", None
         sent = Sent(start - 1)
         gate = self.gates.get(db.name)
         if gate:
             gate.set_connected(1)
-        acks = asyncio.create_task(self._read_acks(db, view, sent, reader))
-        sender = asyncio.create_task(self._send_loop(db, view, sent, live, start, writer))
+        acks = asyncio.create_task(self._read_acks(db, view, sent, link))
+        sender = asyncio.create_task(self._send_loop(db, view, sent, live, start, link))
         try:
             done, _ = await asyncio.wait({acks, sender}, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -488,27 +482,27 @@ class Shipper:
             if gate:
                 gate.set_connected(-1)
 
-    async def _gone(self, db: Database, start: int, writer) -> bool:
+    async def _gone(self, db: Database, start: int, link: Link) -> bool:
         """Tell the passive to reseed when the log it asks for is no longer kept."""
         if start >= db.log.first_lsn:
             return False
         msg = f"LSN {start} is no longer in the active's log (it starts at {db.log.first_lsn})"
-        await protocol.send(writer, protocol.error("need_seed", msg))
+        await link.send(codec.error("need_seed", msg))
         return True
 
-    async def _read_acks(self, db: Database, view: CopyView, sent: Sent, reader) -> None:
+    async def _read_acks(self, db: Database, view: CopyView, sent: Sent, link: Link) -> None:
         gate = self.gates.get(db.name)
         tracker = self.heads[db.name]
         while True:
-            msg = await protocol.read_frame(reader, self.settings.stall_timeout_s + 5)
+            msg = await link.receive(self.settings.stall_timeout_s + 5)
             if msg["t"] != "ack":
-                raise protocol.ProtocolError(f"expected ack, got {msg['t']}")
+                raise codec.ProtocolError(f"expected ack, got {msg['t']}")
             lsn = msg.get("lsn")
             if not isinstance(lsn, int):
-                raise protocol.ProtocolError("ack without LSN")
+                raise codec.ProtocolError("ack without LSN")
             if lsn > sent.lsn:
                 # believed, it would release synchronous callers for records the passive never got
-                raise protocol.ProtocolError(f"the passive acknowledged LSN {lsn}, but only up to {sent.lsn} was sent")
+                raise codec.ProtocolError(f"the passive acknowledged LSN {lsn}, but only up to {sent.lsn} was sent")
             info = msg.get("info")
             if isinstance(info, dict):
                 view.passive = info
@@ -525,7 +519,7 @@ class Shipper:
                 self._pin_tasks.add(view.pin_task)
                 view.pin_task.add_done_callback(self._pin_tasks.discard)
 
-    async def _send_loop(self, db: Database, view: CopyView, sent: Sent, live: LiveFeed, start: int, writer) -> None:
+    async def _send_loop(self, db: Database, view: CopyView, sent: Sent, live: LiveFeed, start: int, link: Link) -> None:
         nxt = start
         s = self.settings
         while True:
@@ -537,7 +531,7 @@ class Shipper:
                     raws.append(live.pop()[1])
                     size += len(raws[-1])
                 view.mode = "block"
-                await self._send_batch(db, view, sent, writer, nxt, raws, "block")
+                await self._send_batch(db, view, sent, link, nxt, raws, "block")
                 nxt += len(raws)
                 continue
             head = db.log.last_lsn
@@ -546,7 +540,7 @@ class Shipper:
                 # file mode: read back from segments up to the head, or up to what live holds
                 upto = live.items[0][0] - 1 if live.items else head
                 view.mode = "file"
-                nxt = await self._send_from_files(db, view, sent, writer, nxt, upto)
+                nxt = await self._send_from_files(db, view, sent, link, nxt, upto)
                 continue
             live.event.clear()
             if not live.items:
@@ -560,14 +554,14 @@ class Shipper:
                         # its append): read it back from the files instead
                         live.dropped_upto = max(live.dropped_upto, db.log.last_lsn)
                     else:
-                        await protocol.send(writer, self._heartbeat(db, view), WRITE_TIMEOUT)
+                        await link.send(self._heartbeat(db, view), WRITE_TIMEOUT)
 
-    async def _send_from_files(self, db: Database, view: CopyView, sent: Sent, writer, nxt: int, upto: int) -> int:
+    async def _send_from_files(self, db: Database, view: CopyView, sent: Sent, link: Link, nxt: int, upto: int) -> int:
         s = self.settings
         try:
             gen = db.log.read_from(nxt, upto)
         except LogError as e:
-            raise await self._log_failed(db, writer, nxt, e) from None
+            raise await self._log_failed(db, link, nxt, e) from None
 
         deferred: list[LogError] = []
 
@@ -593,19 +587,19 @@ class Shipper:
             try:
                 raws = await asyncio.to_thread(chunk)
             except LogError as e:
-                raise await self._log_failed(db, writer, nxt, e) from None
+                raise await self._log_failed(db, link, nxt, e) from None
             if not raws:
                 break
-            await self._send_batch(db, view, sent, writer, nxt, raws, "file")
+            await self._send_batch(db, view, sent, link, nxt, raws, "file")
             nxt += len(raws)
         return nxt
 
-    async def _log_failed(self, db: Database, writer, nxt: int, e: LogError) -> Exception:
+    async def _log_failed(self, db: Database, link: Link, nxt: int, e: LogError) -> Exception:
         lsn = e.lsn if isinstance(e, LogCorruption) and e.lsn else nxt
         code = "corrupt" if isinstance(e, LogCorruption) else "need_seed"
         log.error("replication: cannot ship database %s from LSN %d: %s", db.name, lsn, e)
-        await protocol.send(writer, protocol.error(code, f"the active's log of {db.name} is unreadable at LSN {lsn}: {e}", lsn))
-        return protocol.ProtocolError(f"stream of {db.name} ended: active log unreadable at LSN {lsn}")
+        await link.send(codec.error(code, f"the active's log of {db.name} is unreadable at LSN {lsn}: {e}", lsn))
+        return codec.ProtocolError(f"stream of {db.name} ended: active log unreadable at LSN {lsn}")
 
     def _heartbeat(self, db: Database, view: CopyView) -> dict[str, Any]:
         tracker = self.heads[db.name]
@@ -621,9 +615,9 @@ class Shipper:
         }
 
     async def _send_batch(
-        self, db: Database, view: CopyView, sent: Sent, writer, first: int, raws: list[bytes], mode: str
+        self, db: Database, view: CopyView, sent: Sent, link: Link, first: int, raws: list[bytes], mode: str
     ) -> None:
         msg = self._heartbeat(db, view)
         msg.update({"t": "recs", "id": db.db_id, "first": first, "raws": raws, "mode": mode})
         sent.lsn = first + len(raws) - 1  # before the send: the ack may come back before drain returns
-        await protocol.send(writer, msg, WRITE_TIMEOUT)
+        await link.send(msg, WRITE_TIMEOUT)

@@ -1,16 +1,16 @@
-"""The replication channel on real loopback sockets: mutual authentication both ways, framing
-that refuses damage, and inspection of records (checksum, gaps, epoch, database id)."""
+"""The replication channel on real loopback sockets: the Link drives the codec's handshake both
+ways and its tags hold against a man in the middle; inspection of records (checksum, gaps, epoch,
+database id). The codec itself is tested without sockets in test_codec.py."""
 
 from __future__ import annotations
 
 import asyncio
-import struct
 import uuid
 
-import crc32c
 import pytest
 
-from mailpair.replication import auth, protocol
+from mailpair.replication import codec, link
+from mailpair.replication.codec import Channel, Role
 from mailpair.replication.inspect import InspectionFailed, inspect_batch
 from mailpair.store.log import encode_record
 
@@ -21,20 +21,21 @@ async def _exchange(active_secret: bytes, passive_secret: bytes):
     results = {}
 
     async def handle(reader, writer):
+        conn = link.Link(reader, writer, Channel(Role.ACTIVE, active_secret, "node1"))
         try:
-            results["active"] = await auth.as_active(reader, writer, active_secret, "node1")
+            results["active"] = await conn.handshake(5)
         except Exception as e:
             results["active"] = e
-        writer.close()
+        conn.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        results["passive"] = await auth.as_passive(reader, writer, passive_secret, "node2")
+        conn = await link.connect("127.0.0.1", port, passive_secret, "node2", 5, 5)
+        results["passive"] = conn.peer
+        conn.close()
     except Exception as e:
         results["passive"] = e
-    writer.close()
     await asyncio.sleep(0.05)
     server.close()
     return results
@@ -47,80 +48,8 @@ def test_same_secret_authenticates_both_ways():
 
 def test_active_refuses_a_passive_with_the_wrong_secret():
     r = asyncio.run(_exchange(b"s3cret", b"guess"))
-    assert isinstance(r["active"], auth.AuthFailed) and "wrong cluster secret" in str(r["active"])
-    assert isinstance(r["passive"], auth.AuthFailed) and "refused" in str(r["passive"])
-
-
-def test_active_refuses_a_passive_of_another_protocol_version():
-    async def run():
-        results = {}
-
-        async def handle(reader, writer):
-            try:
-                results["active"] = await auth.as_active(reader, writer, b"s3cret", "node1")
-            except Exception as e:
-                results["active"] = e
-            writer.close()
-
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
-        hello = {"t": "hello", "v": protocol.VERSION + 1, "node": "node2", "nonce": b"n" * 32}
-        await protocol.send(writer, hello)
-        try:
-            await protocol.read_frame(reader, 5)
-        except Exception as e:
-            results["passive"] = e
-        writer.close()
-        server.close()
-        return results
-
-    r = asyncio.run(run())
-    assert isinstance(r["active"], auth.AuthFailed) and "upgrade both nodes" in str(r["active"])
-    assert isinstance(r["passive"], protocol.PeerError) and "speaks replication protocol" in str(r["passive"])
-
-
-def test_passive_refuses_an_impostor_active():
-    """A fake active that accepts any proof still cannot prove it knows the secret."""
-
-    async def run():
-        async def impostor(reader, writer):
-            await protocol.read_frame(reader, 5)
-            await protocol.send(writer, {"t": "challenge", "node": "evil", "nonce": b"n" * 32})
-            await protocol.read_frame(reader, 5)
-            await protocol.send(writer, {"t": "welcome", "mac": b"\0" * 32})
-            await asyncio.sleep(0.2)
-            writer.close()
-
-        server = await asyncio.start_server(impostor, "127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
-        with pytest.raises(auth.AuthFailed, match="does not know the cluster secret"):
-            await auth.as_passive(reader, writer, b"s3cret", "node2")
-        writer.close()
-        server.close()
-
-    asyncio.run(run())
-
-
-def test_damaged_frames_are_refused():
-    async def run():
-        frame = bytearray(protocol.encode({"t": "hb", "head": 5}))
-        frame[-1] ^= 1
-        head = bytearray(frame)
-        head[0] ^= 4  # a damaged length: refused at once, not waited for
-        start = struct.pack("<II", 0x7FFFFFFF, 0)  # a sound header announcing 2 GiB
-        cases = (
-            (bytes(frame), "frame failed its checksum"),
-            (bytes(head), "header failed its checksum"),
-            (start + struct.pack("<I", crc32c.crc32c(start)), "over the limit"),
-        )
-        for data, match in cases:
-            reader = asyncio.StreamReader()
-            reader.feed_data(data)
-            reader.feed_eof()
-            with pytest.raises(protocol.ProtocolError, match=match):
-                await protocol.read_frame(reader, 1)
-
-    asyncio.run(run())
+    assert isinstance(r["active"], codec.AuthFailed) and "wrong cluster secret" in str(r["active"])
+    assert isinstance(r["passive"], codec.AuthFailed) and "refused" in str(r["passive"])
 
 
 def rec(lsn: int, epoch: int = 1) -> bytes:
@@ -165,11 +94,11 @@ def test_after_authentication_frames_cannot_be_altered_replayed_or_reordered():
         got: list = []
 
         async def active(reader, writer):
-            await auth.as_active(reader, writer, b"s3cret", "node1")
+            conn = link.Link(reader, writer, Channel(Role.ACTIVE, b"s3cret", "node1"))
+            await conn.handshake(5)
             for i in range(3):
-                await protocol.send(writer, {"t": "hb", "head": i})
-            await writer.drain()
-            writer.close()
+                await conn.send({"t": "hb", "head": i})
+            conn.close()
 
         async def path(reader, writer):  # a man in the middle between the passive and the active
             up_r, up_w = await asyncio.open_connection("127.0.0.1", active_port)
@@ -183,9 +112,9 @@ def test_after_authentication_frames_cannot_be_altered_replayed_or_reordered():
                 n = 0
                 try:
                     while True:
-                        head = await up_r.readexactly(protocol.HEADER.size)
-                        length = protocol.HEADER.unpack(head)[0]
-                        frame = head + await up_r.readexactly(length + (protocol.TAG_SIZE if n >= 2 else 0))
+                        head = await up_r.readexactly(codec.HEADER.size)
+                        length = codec.HEADER.unpack(head)[0]
+                        frame = head + await up_r.readexactly(length + (codec.TAG_SIZE if n >= 2 else 0))
                         if n == 2 and tamper:
                             frame = _tampered(frame, tamper)
                         writer.write(frame)
@@ -198,14 +127,13 @@ def test_after_authentication_frames_cannot_be_altered_replayed_or_reordered():
         s_active = await asyncio.start_server(active, "127.0.0.1", 0)
         active_port = s_active.sockets[0].getsockname()[1]
         s_path = await asyncio.start_server(path, "127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection("127.0.0.1", s_path.sockets[0].getsockname()[1])
-        await auth.as_passive(reader, writer, b"s3cret", "node2")
+        conn = await link.connect("127.0.0.1", s_path.sockets[0].getsockname()[1], b"s3cret", "node2", 5, 5)
         try:
             while len(got) < 3:
-                got.append((await protocol.read_frame(reader, 5))["head"])
-        except (protocol.ProtocolError, asyncio.IncompleteReadError) as e:
+                got.append((await conn.receive(5))["head"])
+        except (codec.ProtocolError, asyncio.IncompleteReadError) as e:
             got.append(e)
-        writer.close()
+        conn.close()
         s_active.close()
         s_path.close()
         return got
@@ -213,7 +141,7 @@ def test_after_authentication_frames_cannot_be_altered_replayed_or_reordered():
     assert asyncio.run(run("")) == [0, 1, 2]
     for tamper in ("alter", "replay"):
         got = asyncio.run(run(tamper))
-        assert isinstance(got[-1], protocol.ProtocolError) and "authentication tag" in str(got[-1]), (tamper, got)
+        assert isinstance(got[-1], codec.ProtocolError) and "authentication tag" in str(got[-1]), (tamper, got)
 
 
 def _tampered(frame: bytes, how: str) -> bytes:
@@ -223,4 +151,4 @@ def _tampered(frame: bytes, how: str) -> bytes:
     if how == "replay":
         return frame + frame
     body = msgpack.packb({"t": "hb", "head": 99}, use_bin_type=True)
-    return protocol.frame_header(body) + body + frame[-protocol.TAG_SIZE :]
+    return codec.frame_header(body) + body + frame[-codec.TAG_SIZE :]

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from mailpair.replication import auth, protocol
+from mailpair.replication import codec, link
 from mailpair.store.log import SEGMENT_HEADER_SIZE, decode_record
 from tests.replication.faultproxy import FaultProxy
 from tests.replication.harness import TestPair
@@ -184,20 +184,19 @@ def test_the_active_refuses_a_copy_from_a_newer_epoch_and_authenticated_garbage(
     db_id = uuid.UUID((pair.data("node1") / "databases" / "mail" / "id").read_text().strip()).bytes
 
     async def ask(msg):
-        reader, writer = await asyncio.open_connection("127.0.0.1", cfg.replication.port)
+        conn = await link.connect("127.0.0.1", cfg.replication.port, cfg.secret.encode(), "node2", 5, 5)
         try:
-            await auth.as_passive(reader, writer, cfg.secret.encode(), "node2")
-            await protocol.send(writer, msg)
-            return await protocol.read_frame(reader, 5)
-        except (protocol.PeerError, asyncio.IncompleteReadError) as e:
+            await conn.send(msg)
+            return await conn.receive(5)
+        except (codec.PeerError, asyncio.IncompleteReadError) as e:
             return e
         finally:
-            writer.close()
+            conn.close()
 
     err = asyncio.run(ask({"t": "open", "db": "mail", "id": db_id, "from": 1, "epoch": 99}))
-    assert isinstance(err, protocol.PeerError) and err.code == "epoch" and "newer than the active's epoch 1" in str(err)
+    assert isinstance(err, codec.PeerError) and err.code == "epoch" and "newer than the active's epoch 1" in str(err)
     err = asyncio.run(ask({"t": "open", "db": "mail", "id": uuid.uuid4().bytes, "from": 1, "epoch": 1}))
-    assert isinstance(err, protocol.PeerError) and err.code == "db_id"
+    assert isinstance(err, codec.PeerError) and err.code == "db_id"
     err = asyncio.run(ask({"t": "no-such-request"}))
     assert isinstance(err, asyncio.IncompleteReadError)  # hung up on
     assert pair.deliver(5)["ok"]
@@ -213,29 +212,27 @@ def test_a_passive_that_acknowledges_records_it_was_never_sent_is_dropped(tmp_pa
 
     async def liar() -> tuple[float, float, BaseException]:
         async def connect():
-            reader, writer = await asyncio.open_connection("127.0.0.1", cfg.replication.port)
-            await auth.as_passive(reader, writer, secret, "node2")
-            return reader, writer
+            return await link.connect("127.0.0.1", cfg.replication.port, secret, "node2", 5, 5)
 
-        r, w = await connect()
-        await protocol.send(w, {"t": "list"})
-        db = next(d for d in (await protocol.read_frame(r, 5))["dbs"] if d["name"] == "mail")
-        w.close()
-        r, w = await connect()
-        await protocol.send(w, {"t": "open", "db": "mail", "id": db["id"], "from": db["head"] + 1, "epoch": db["epoch"]})
-        assert (await protocol.read_frame(r, 5))["t"] == "ok"
+        conn = await connect()
+        await conn.send({"t": "list"})
+        db = next(d for d in (await conn.receive(5))["dbs"] if d["name"] == "mail")
+        conn.close()
+        conn = await connect()
+        await conn.send({"t": "open", "db": "mail", "id": db["id"], "from": db["head"] + 1, "epoch": db["epoch"]})
+        assert (await conn.receive(5))["t"] == "ok"
         await asyncio.to_thread(pair.deliver_start, 1, 1)
-        while (msg := await protocol.read_frame(r, 10))["t"] != "recs":
+        while (msg := await conn.receive(10))["t"] != "recs":
             pass
         lied_at = time.monotonic()
-        await protocol.send(w, {"t": "ack", "lsn": msg["first"] + 1000, "info": {}})
+        await conn.send({"t": "ack", "lsn": msg["first"] + 1000, "info": {}})
         try:
             while True:
-                await protocol.read_frame(r, 10)
+                await conn.receive(10)
         except (asyncio.IncompleteReadError, ConnectionError) as e:
             return lied_at, time.monotonic(), e
         finally:
-            w.close()
+            conn.close()
 
     try:
         pair.start_active()
