@@ -9,19 +9,7 @@ import struct
 import time
 import uuid
 
-import pytest
-
 from mailpair.replication import codec, link
-from mailpair.store.log import SEGMENT_HEADER_SIZE, decode_record
-from tests.replication.faultproxy import FaultProxy
-from tests.replication.harness import TestPair
-
-
-@pytest.fixture
-def pair(tmp_path):
-    p = TestPair(tmp_path / "pair")
-    yield p
-    p.stop()
 
 
 def test_passive_killed_mid_stream_resumes_from_its_lsn(pair):
@@ -45,9 +33,9 @@ def test_passive_killed_mid_stream_resumes_from_its_lsn(pair):
     assert a == p and a["mail"]["applied_lsn"] == last
 
 
-def test_fault_proxy_flips_cuts_and_stalls_yet_copy_stays_identical(pair):
+def test_fault_proxy_flips_cuts_and_stalls_yet_copy_stays_identical(pair, fault_proxy):
     pair.tune("node2", stall_timeout_s=2.5, reconnect_max_s=0.5)
-    proxy = FaultProxy(pair.config("node1").replication.port).start()
+    proxy = fault_proxy(pair.config("node1").replication.port)
     try:
         pair.set_passive_peer_port(proxy.port)
         pair.start_active()
@@ -79,24 +67,7 @@ def test_fault_proxy_flips_cuts_and_stalls_yet_copy_stays_identical(pair):
     assert a == p and a["mail"]["applied_lsn"] == last
 
 
-def _flip_record(segment_dir, lsn_range) -> int:
-    """Flip one bit in the payload of the first record in lsn_range; returns its LSN."""
-    for seg in sorted(segment_dir.glob("*.log")):
-        buf = bytearray(seg.read_bytes())
-        off = SEGMENT_HEADER_SIZE
-        while (dec := decode_record(buf, off)) is not None:
-            rec, nxt = dec
-            if rec.lsn in lsn_range:
-                buf[off + 40] ^= 0x10
-                with open(seg, "r+b") as f:
-                    f.seek(off + 40)
-                    f.write(bytes([buf[off + 40]]))
-                return rec.lsn
-            off = nxt
-    raise AssertionError("no record in range")
-
-
-def test_corrupt_segment_on_the_active_fails_the_copy_with_the_lsn(pair):
+def test_corrupt_segment_on_the_active_fails_the_copy_with_the_lsn(pair, flip_record):
     pair.start_active()
     pair.start_passive()
     first = pair.deliver(200)["lsn"]
@@ -104,7 +75,7 @@ def test_corrupt_segment_on_the_active_fails_the_copy_with_the_lsn(pair):
     pair.copy_action("suspend")
     pair.wait(lambda: pair.copy()["status"] == "Suspended", 10, "Suspended")
     last = pair.deliver(300)["lsn"]
-    bad = _flip_record(pair.data("node1") / "databases" / "mail" / "log", range(first + 100, last))
+    bad = flip_record(pair.data("node1") / "databases" / "mail" / "log", range(first + 100, last))
     pair.copy_action("resume")
     c = pair.wait(lambda: pair.copy() if pair.copy()["status"] == "Failed" else None, 30, "copy Failed")
     assert f"LSN {bad}" in c["reason"]
@@ -143,8 +114,8 @@ def test_garbage_on_the_replication_port_changes_nothing(pair):
     pair.wait_caught_up(last)
 
 
-def test_an_interrupted_reseed_leaves_the_old_copy_in_place(pair):
-    proxy = FaultProxy(pair.config("node1").replication.port).start()
+def test_an_interrupted_reseed_leaves_the_old_copy_in_place(pair, fault_proxy):
+    proxy = fault_proxy(pair.config("node1").replication.port)
     try:
         pair.set_passive_peer_port(proxy.port)
         pair.start_active()
@@ -202,10 +173,10 @@ def test_the_active_refuses_a_copy_from_a_newer_epoch_and_authenticated_garbage(
     assert pair.deliver(5)["ok"]
 
 
-def test_a_passive_that_acknowledges_records_it_was_never_sent_is_dropped(tmp_path):
+def test_a_passive_that_acknowledges_records_it_was_never_sent_is_dropped(make_pair):
     """A lying (or broken) passive must not release synchronous callers: they wait for a real
     acknowledgement, or for the fallback once the liar is gone."""
-    pair = TestPair(tmp_path / "pair", mode="sync")
+    pair = make_pair(mode="sync")
     pair.tune("node1", sync_fallback_s=3.0)
     cfg = pair.config("node1")
     secret = cfg.secret.encode()

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 
-from tests.replication.harness import TestPair
-
 
 def _segments(pair) -> int:
     return len(list((pair.data("node1") / "databases" / "mail" / "log").glob("*.log")))
 
 
-def test_a_copy_away_too_long_stops_holding_the_actives_log_and_reseeds_when_it_returns(tmp_path):
-    pair = TestPair(tmp_path / "pair")
+def test_a_copy_away_too_long_stops_holding_the_actives_log_and_reseeds_when_it_returns(pair):
     pair.tune("node1", max_held_log_bytes=1024 * 1024, held_log_grace_s=3.0)
     try:
         pair.start_active()

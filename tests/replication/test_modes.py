@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import time
 
-from tests import pairutil
-from tests.replication.harness import TestPair
 
-
-def test_sync_mode_answers_after_the_passive_stored_and_falls_back_when_it_is_gone(tmp_path):
-    pair = TestPair(tmp_path / "pair", mode="sync")
+def test_sync_mode_answers_after_the_passive_stored_and_falls_back_when_it_is_gone(make_pair):
+    pair = make_pair(mode="sync")
     pair.tune("node1", sync_fallback_s=1.0)
     try:
         pair.start_active()
@@ -46,8 +43,7 @@ def test_sync_mode_answers_after_the_passive_stored_and_falls_back_when_it_is_go
     assert a == p
 
 
-def test_lagged_copy_stores_at_once_and_replays_after_the_delay(tmp_path):
-    pair = TestPair(tmp_path / "pair")
+def test_lagged_copy_stores_at_once_and_replays_after_the_delay(pair):
     pair.tune("node2", replay_delay_s=3.0)
     try:
         pair.start_active()
@@ -63,24 +59,23 @@ def test_lagged_copy_stores_at_once_and_replays_after_the_delay(tmp_path):
         pair.stop()
 
 
-def test_suspend_resume_and_reseed_while_writing(tmp_path):
-    pair = TestPair(tmp_path / "pair")
-    root = str(tmp_path / "pair")
+def test_suspend_resume_and_reseed_while_writing(pair, cli):
+    root = str(pair.root)
     try:
         pair.start_active()
         pair.start_passive()
         pair.wait(lambda: pair.copy()["status"] == "Healthy", 30, "Healthy")
 
-        pairutil.mailpair("copy", "suspend", "mail", "--dir", root)
+        cli.mailpair("copy", "suspend", "mail", "--dir", root)
         c = pair.wait(lambda: pair.copy() if pair.copy()["status"] == "Suspended" else None, 10, "Suspended")
         stored = c["stored_lsn"]
         lsn = pair.deliver(100)["lsn"]
         time.sleep(1)
-        st = json.loads(pairutil.mailpair("copy", "status", "--dir", root, "--json").stdout)
+        st = json.loads(cli.mailpair("copy", "status", "--dir", root, "--json").stdout)
         copy = next(c for c in st[0]["copies"] if c["node"] == "node2")
         assert copy["status"] == "Suspended" and copy["stored_lsn"] == stored and copy["reason"]
 
-        pairutil.mailpair("copy", "resume", "mail", "--dir", root)
+        cli.mailpair("copy", "resume", "mail", "--dir", root)
         pair.wait_caught_up(lsn)
         # it caught up from the segment files, then took new records as they were written
         pair.deliver(5)
@@ -91,7 +86,7 @@ def test_suspend_resume_and_reseed_while_writing(tmp_path):
         # reseed while deliveries go on: the copy is rebuilt from a snapshot plus the log after it
         pair.deliver_start(3000, conc=16)
         time.sleep(0.5)
-        pairutil.mailpair("copy", "reseed", "mail", "--dir", root)
+        cli.mailpair("copy", "reseed", "mail", "--dir", root)
         pair.deliver_result()
         lsn = pair.deliver(10)["lsn"]
         pair.wait_caught_up(lsn, 120)

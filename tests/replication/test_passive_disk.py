@@ -3,12 +3,8 @@ Failed naming the LSN, and a reseed replaces it with a complete, identical copy.
 
 from __future__ import annotations
 
-from tests.replication.harness import TestPair
-from tests.replication.test_faults import _flip_record
 
-
-def test_damaged_copy_on_the_passive_fails_and_a_reseed_repairs_it(tmp_path):
-    pair = TestPair(tmp_path / "pair")
+def test_damaged_copy_on_the_passive_fails_and_a_reseed_repairs_it(pair, flip_record):
     try:
         pair.start_active()
         pair.start_passive()
@@ -17,7 +13,7 @@ def test_damaged_copy_on_the_passive_fails_and_a_reseed_repairs_it(tmp_path):
         pair.wait_caught_up(last)
         pair.passive.terminate()
         pair.passive.wait(20)
-        bad = _flip_record(pair.data("node2") / "databases" / "mail" / "log", range(first + 50, last - 50))
+        bad = flip_record(pair.data("node2") / "databases" / "mail" / "log", range(first + 50, last - 50))
         pair.start_passive()
         c = pair.wait(lambda: pair.copy() if pair.copy()["status"] == "Failed" else None, 20, "Failed copy")
         assert f"LSN {bad}" in c["reason"] and "reseed" in c["reason"]

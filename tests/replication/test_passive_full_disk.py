@@ -9,12 +9,10 @@ import subprocess
 
 import pytest
 
-from tests.replication.harness import TestPair
-
 
 @pytest.fixture
-def pair_with_small_passive_disk(tmp_path):
-    pair = TestPair(tmp_path / "pair")
+def pair_with_small_passive_disk(tmp_path, make_pair):
+    pair = make_pair()
     node2 = pair.data("node2")
     cfg = pair.config("node2")
     cfg.segment_size = 1024 * 1024  # preallocated segments must fit the small disk

@@ -1,26 +1,40 @@
-"""A two-process pair for replication tests: the active is mailpair's Node run by the load driver
-(driver.py), the passive is `mailpair node run`. Both are real processes talking over loopback;
-`pair up` creates their configuration, data and sample accounts."""
+"""Fixtures of the replication tests: a two-process pair, a fault-injecting proxy, and a way to
+damage a record on disk. Tests reach them only as fixtures (no helper imports, no sys.path edits).
+
+The pair: the active is mailpair's Node run by the load driver (driver.py, a program the pair
+starts, not a helper), the passive is `mailpair node run`. Both are real processes talking over
+loopback; `pair up` creates their configuration, data and sample accounts. The proxy sits between
+the passive and the active on its own thread and loop, and can flip bits in the bytes it forwards,
+cut every open connection, and stall.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mailpair.config import Listen, NodeConfig
+from mailpair.store.log import SEGMENT_HEADER_SIZE, decode_record
 from tests import pairutil
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class TestPair:
-    __test__ = False  # not a test class
+class Pair:
+    """Two node processes made by `pair up`, started and stopped by the test."""
 
     def __init__(self, root: Path, mode: str = "async", users: int = 3):
         self.root = Path(root)
@@ -176,3 +190,156 @@ class TestPair:
 
     def log_text(self, name: str) -> str:
         return (self.data(name) / "node.log").read_text(errors="replace")
+
+
+class FaultProxy:
+    def __init__(self, upstream_port: int, seed: int = 7):
+        self.upstream_port = upstream_port
+        self.flip_every = 0  # flip one bit in about one of this many forwarded chunks (0: never)
+        self.stalled_until = 0.0
+        self.flips = 0
+        self.cuts = 0
+        self.connections = 0
+        self._rng = random.Random(seed)
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.port = 0
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def main():
+            self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+            self._ready.set()
+
+        self._loop.run_until_complete(main())
+        self._loop.run_forever()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        self.connections += 1
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True)
+        for w in (writer, up_writer):
+            self._writers.discard(w)
+            w.close()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                while time.monotonic() < self.stalled_until:
+                    await asyncio.sleep(0.05)
+                if self.flip_every and self._rng.randrange(self.flip_every) == 0:
+                    buf = bytearray(data)
+                    i = self._rng.randrange(len(buf))
+                    buf[i] ^= 1 << self._rng.randrange(8)
+                    data = bytes(buf)
+                    self.flips += 1
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    def cut(self) -> None:
+        """Drop every open connection at once."""
+
+        def do():
+            for w in list(self._writers):
+                w.transport.abort()
+            self.cuts += 1
+
+        self._loop.call_soon_threadsafe(do)
+
+    def stall(self, seconds: float) -> None:
+        self.stalled_until = time.monotonic() + seconds
+
+    def close(self) -> None:
+        self.cut()
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+def _flip_record(segment_dir, lsn_range) -> int:
+    """Flip one bit in the payload of the first record in lsn_range; returns its LSN."""
+    for seg in sorted(segment_dir.glob("*.log")):
+        buf = bytearray(seg.read_bytes())
+        off = SEGMENT_HEADER_SIZE
+        while (dec := decode_record(buf, off)) is not None:
+            rec, nxt = dec
+            if rec.lsn in lsn_range:
+                buf[off + 40] ^= 0x10
+                with open(seg, "r+b") as f:
+                    f.seek(off + 40)
+                    f.write(bytes([buf[off + 40]]))
+                return rec.lsn
+            off = nxt
+    raise AssertionError("no record in range")
+
+
+# ---------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def cli():
+    """The `mailpair` command line and a pair made with it, as a user would (pair up, status)."""
+    return pairutil
+
+
+@pytest.fixture
+def make_pair(tmp_path) -> Iterator[Callable[..., Pair]]:
+    """make_pair(mode="async", users=3): a configured pair under tmp_path, not started yet;
+    every process it started is stopped after the test."""
+    made: list[Pair] = []
+
+    def make(mode: str = "async", users: int = 3) -> Pair:
+        p = Pair(tmp_path / f"pair{len(made) or ''}", mode=mode, users=users)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.stop()
+
+
+@pytest.fixture
+def pair(make_pair) -> Pair:
+    return make_pair()
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[[int], FaultProxy]]:
+    """fault_proxy(upstream_port): a started proxy in front of that port, closed after the test."""
+    made: list[FaultProxy] = []
+
+    def make(upstream_port: int) -> FaultProxy:
+        made.append(FaultProxy(upstream_port).start())
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+@pytest.fixture
+def flip_record() -> Callable[[Path, range], int]:
+    """flip_record(segment_dir, lsn_range): damage one record on disk; returns its LSN."""
+    return _flip_record
