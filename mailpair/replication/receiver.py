@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mailpair.replication import ReplicationSettings, codec, link, seed
+from mailpair.replication import ReplicationSettings, codec, link, policy, seed
 from mailpair.replication.inspect import InspectionFailed, inspect_batch
+from mailpair.replication.policy import Phase
 from mailpair.replication.replayer import Replayer
 from mailpair.store import Database, NodeStore
 from mailpair.store.log import LogError, Record
@@ -58,7 +59,7 @@ class CopyWorker:
         self.name = name
         self.db: Database | None = self.store.databases.get(name)
         self.replayer: Replayer | None = None
-        self.phase = "init"  # init, seeding, connected, disconnected, failed
+        self.phase = Phase.INIT
         self.reason: str | None = "waiting for the first connection to the active"
         self.suspended = name in receiver.suspended
         self.reseed_requested = False
@@ -119,8 +120,8 @@ class CopyWorker:
 
     def resume(self) -> None:
         self.suspended = False
-        if self.phase == "failed":
-            self.phase, self.reason = "init", "resumed by an administrator"
+        if self.phase is Phase.FAILED:
+            self.phase, self.reason = Phase.INIT, "resumed by an administrator"
         if self.replayer:
             self.replayer.resume()
         self._interrupt()
@@ -128,15 +129,15 @@ class CopyWorker:
     def reseed(self) -> None:
         self.suspended = False
         self.reseed_requested = True
-        if self.phase == "failed":
-            self.phase = "init"
+        if self.phase is Phase.FAILED:
+            self.phase = Phase.INIT
         self._interrupt()
 
     # ------------------------------------------------------------------ main loop
     async def _run(self) -> None:
         backoff = self.settings.reconnect_min_s
         while True:
-            if self.suspended or self.phase == "failed":
+            if self.suspended or self.phase is Phase.FAILED:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -195,16 +196,16 @@ class CopyWorker:
             backoff = min(backoff * 2, self.settings.reconnect_max_s)
 
     def _fail(self, reason: str) -> None:
-        self.phase, self.reason = "failed", reason
+        self.phase, self.reason = Phase.FAILED, reason
         log.error("copy of %s FAILED: %s", self.name, reason)
 
     def _disconnected(self, reason: str) -> None:
-        self.phase, self.reason = "disconnected", reason
+        self.phase, self.reason = Phase.DISCONNECTED, reason
         self.seed_progress = None  # a seed cut short starts again from the beginning
 
     # ------------------------------------------------------------------ seeding
     async def _seed(self) -> None:
-        self.phase, self.reason, self.seed_progress = "seeding", "building a copy from a snapshot of the active", 0.0
+        self.phase, self.reason, self.seed_progress = Phase.SEEDING, "building a copy from a snapshot of the active", 0.0
         conn = await connect(self.settings)
         try:
             await conn.send({"t": "seed", "db": self.name}, HANDSHAKE_TIMEOUT)
@@ -235,7 +236,7 @@ class CopyWorker:
         await self._install(stage)
         self.reseed_requested = False
         self.seed_progress = None
-        self.phase, self.reason = "init", f"seeded at LSN {lsn}; catching up from the log"
+        self.phase, self.reason = Phase.INIT, f"seeded at LSN {lsn}; catching up from the log"
         log.info("copy of %s: seeded from a snapshot at LSN %d", self.name, lsn)
 
     async def _install(self, stage: Path) -> None:
@@ -277,7 +278,7 @@ class CopyWorker:
             if not isinstance(ok.get("epoch"), int) or ok["epoch"] < epoch:
                 raise CopyFailed(f"the active {active} is in epoch {ok.get('epoch')}, older than this copy's epoch {epoch}")
             self.head = ok.get("head")
-            self.phase, self.reason = "connected", None
+            self.phase, self.reason = Phase.CONNECTED, None
             log.info("copy of %s: streaming from %s at LSN %d", self.name, active, db.log.last_lsn + 1)
             while True:
                 msgs = [await frames.get()]
@@ -382,22 +383,14 @@ class CopyWorker:
 
     # ------------------------------------------------------------------ status
     def state(self) -> tuple[str, str | None]:
-        if self.suspended:
-            return "Suspended", "suspended by an administrator"
-        if self.phase == "failed":
-            return "Failed", self.reason
-        if self.replayer is not None and self.replayer.error:
-            return "Failed", self.replayer.error
-        if self.phase == "seeding":
-            return "Seeding", self.reason
-        if self.phase == "init":
-            return "Initializing", self.reason
-        if self.phase == "disconnected":
-            return "Disconnected", self.reason
-        queue = self._copy_queue()
-        if queue is not None and queue <= self.settings.healthy_queue:
-            return "Healthy", None
-        return "Resynchronizing", f"catching up from the active's log files ({queue} records behind)"
+        return policy.copy_status(
+            phase=self.phase,
+            reason=self.reason,
+            suspended=self.suspended,
+            replay_error=self.replayer.error if self.replayer is not None else None,
+            copy_queue=self._copy_queue(),
+            healthy_queue=self.settings.healthy_queue,
+        )
 
     def _copy_queue(self) -> int | None:
         if self.db is None or self.head is None:
@@ -480,7 +473,7 @@ class Receiver:
             self.suspended = set()
         for name, why in self.store.broken.items():
             w = CopyWorker(self, name)
-            w.phase, w.reason = "failed", f"the copy on this node is damaged ({why}); reseed it"
+            w.phase, w.reason = Phase.FAILED, f"the copy on this node is damaged ({why}); reseed it"
             self.workers[name] = w
             await w.start()
         for name in list(self.store.databases):
