@@ -2,11 +2,13 @@
 
 Checks: the record's own checksum (the exact bytes the active wrote), that it belongs to this
 database, that LSNs follow the copy's log without a gap or a repeat, and that the epoch never goes
-back. A failure names the LSN; the caller asks the active again, never skips the record.
+back (the last two are store.continuity's one rule, which replay keeps too). A failure names the LSN; the caller asks the active again, never skips the record.
 """
 
 from __future__ import annotations
 
+from mailpair.store.apply import ReplayError
+from mailpair.store.continuity import check_next
 from mailpair.store.log import Record, decode_record
 
 
@@ -32,10 +34,10 @@ def inspect_batch(raws: list[bytes], expected_lsn: int, last_epoch: int, db_id: 
         rec, end = dec
         if end != len(raw):
             raise InspectionFailed(f"record LSN {lsn} has {len(raw) - end} stray bytes after it", lsn)
-        if rec.lsn != lsn:
-            raise InspectionFailed(f"received LSN {rec.lsn} where LSN {lsn} belongs (gap or repeat)", lsn)
-        if rec.epoch < epoch:
-            raise InspectionFailed(f"record LSN {lsn} is from epoch {rec.epoch}, older than epoch {epoch}", lsn)
+        try:
+            check_next(rec.lsn, rec.epoch, lsn, epoch)  # the one continuity rule, as replay keeps it
+        except ReplayError as e:
+            raise InspectionFailed(str(e), lsn) from None
         epoch = rec.epoch
         out.append(rec)
         lsn += 1

@@ -28,6 +28,8 @@ from mailpair.replication.inspect import InspectionFailed, inspect_batch
 from mailpair.replication.policy import Phase
 from mailpair.replication.replayer import Replayer
 from mailpair.store import Database, NodeStore
+from mailpair.store.apply import ReplayError
+from mailpair.store.continuity import check_next
 from mailpair.store.log import LogError, Record
 from mailpair.store.schema import get_meta
 
@@ -368,13 +370,16 @@ class CopyWorker:
                 epoch = recs[-1].epoch
         if records:
             with self._store_lock:
-                # Inspection above checked what store_received checks (LSNs continue the log,
-                # epochs never go back). The append runs here rather than on the database's
-                # writer thread so a replay step there never delays storing and acknowledging
-                # (copy lag, synchronous mode). On a passive this worker is the log's only
-                # appender; the log's own lock orders the append with replay's reads.
-                if db.log.last_lsn + 1 != records[0].lsn:
-                    raise InspectionFailed(f"received LSN {records[0].lsn}, the log ends at {db.log.last_lsn}", records[0].lsn)
+                # Inspection above checked the records follow one another; the first must still
+                # follow the log as it is now (continuity's rule, as store_received keeps it). The
+                # append runs here rather than on the database's writer thread so a replay step
+                # there never delays storing and acknowledging (copy lag, synchronous mode). On a
+                # passive this worker is the log's only appender; the log's own lock orders the
+                # append with replay's reads.
+                try:
+                    check_next(records[0].lsn, records[0].epoch, db.log.last_lsn + 1, db.log.last_epoch)
+                except ReplayError as e:
+                    raise InspectionFailed(str(e), records[0].lsn) from None
                 db.log.append(raws, records[-1])
         stored = [(r, len(raw)) for r, raw in zip(records, raws, strict=True)]
         if error is not None:

@@ -37,6 +37,8 @@ from typing import Any
 from mailpair.store import decide, names
 from mailpair.store.apply import ReplayError, apply_records
 from mailpair.store.checkpointer import Checkpointer
+from mailpair.store.continuity import StaleEpoch as StaleEpoch  # where callers have always found it
+from mailpair.store.continuity import check_next
 from mailpair.store.errors import NotActive, StoreError, StoreUnavailable, TooLarge
 from mailpair.store.log import DEFAULT_SEGMENT_SIZE, LogCorruption, LogError, LogFull, Record, TransactionLog, record_capacity
 from mailpair.store.prepare import DEFAULT_MAX_MESSAGE
@@ -48,10 +50,6 @@ log = logging.getLogger("mailpair.store")
 CHECKPOINT_EVERY = 20_000  # records between automatic checkpoints
 MAX_BATCH = 512  # operations one group commit takes in at most (bounds its latency)
 ROOM_MARGIN = 256 * 1024  # free disk a group commit leaves beyond twice its own size
-
-
-class StaleEpoch(ReplayError):
-    """A record from an older epoch than the state already holds (rule 3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,10 +269,7 @@ class Database:
             for rec in records:
                 if rec.lsn <= self.applied_lsn:
                     continue
-                if rec.lsn != self.applied_lsn + count + 1:
-                    raise ReplayError(f"record LSN {rec.lsn} does not follow {self.applied_lsn + count}")
-                if rec.epoch < epoch:
-                    raise StaleEpoch(f"record LSN {rec.lsn} is from epoch {rec.epoch}, state is in {epoch}")
+                check_next(rec.lsn, rec.epoch, self.applied_lsn + count + 1, epoch)
                 epoch = rec.epoch
                 payload = unpack(rec.payload)
                 items.append((rec.type, payload, rec.lsn, rec.timestamp_us))
@@ -316,15 +311,9 @@ class Database:
             return self.log.last_lsn
 
         def store() -> int:
-            expected = self.log.last_lsn + 1
-            if records[0].lsn != expected:
-                raise ReplayError(f"received LSN {records[0].lsn}, expected {expected}")
-            epoch = self.log.last_epoch
+            expected, epoch = self.log.last_lsn + 1, self.log.last_epoch
             for i, rec in enumerate(records):
-                if rec.lsn != expected + i:
-                    raise ReplayError(f"received LSN {rec.lsn}, expected {expected + i}")
-                if rec.epoch < epoch:
-                    raise StaleEpoch(f"received LSN {rec.lsn} from epoch {rec.epoch} after epoch {epoch}")
+                check_next(rec.lsn, rec.epoch, expected + i, epoch)
                 epoch = rec.epoch
             self.log.append(raw if raw is not None else [r.encode() for r in records], records[-1])
             return self.log.last_lsn
