@@ -16,13 +16,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from mailpair.durable import write_json
 from mailpair.replication import ReplicationSettings, codec, link, policy, seed
 from mailpair.replication.inspect import InspectionFailed, inspect_batch
 from mailpair.replication.policy import Phase
@@ -534,10 +534,9 @@ class Receiver:
         return w
 
     def _save_flags(self) -> None:
+        """Durably: a suspension an admin asked for survives a crash right after the answer."""
         self._flags.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._flags.with_suffix(".tmp")
-        tmp.write_text(json.dumps(sorted(self.suspended)))
-        os.replace(tmp, self._flags)
+        write_json(self._flags, sorted(self.suspended))
 
     def suspend(self, name: str) -> None:
         self._get(name).suspend()

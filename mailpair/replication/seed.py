@@ -19,15 +19,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from mailpair.durable import fsync_dir, fsync_file
 from mailpair.store.schema import get_meta
-
-
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def snapshot(db_path: Path) -> tuple[Path, int, int]:
@@ -72,9 +65,9 @@ def finish(stage: Path, db_id: bytes) -> None:
     (stage / "log").mkdir(exist_ok=True)
     (stage / "id").write_text(str(uuid.UUID(bytes=db_id)) + "\n")
     for f in ("state.sqlite", "id"):
-        _fsync_path(stage / f)
-    _fsync_path(stage / "log", directory=True)
-    _fsync_path(stage, directory=True)
+        fsync_file(stage / f)
+    fsync_dir(stage / "log")
+    fsync_dir(stage)
 
 
 def install(stage: Path, target: Path) -> None:
@@ -86,8 +79,8 @@ def install(stage: Path, target: Path) -> None:
     if target.exists():
         os.rename(target, old)
     os.rename(stage, target)
-    _fsync_path(target.parent, directory=True)
-    _fsync_path(stage.parent, directory=True)
+    fsync_dir(target.parent)
+    fsync_dir(stage.parent)
     if old.exists():
         shutil.rmtree(old)
 
