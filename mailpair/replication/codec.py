@@ -70,7 +70,9 @@ NONCE_SIZE = 32
 MAX_FRAME = 3 * DEFAULT_SEGMENT_SIZE
 FRAME_MARGIN = 1024 * 1024  # what a batch frame holds besides its records (its fields, msgpack)
 MAX_BATCH_BYTES = MAX_FRAME - FRAME_MARGIN
-HANDSHAKE_MAX_FRAME = MAX_FRAME
+# Before authentication: a hello, challenge, proof or refusal is a few hundred bytes. Anyone can
+# connect, so nothing larger is read from a peer that has not proved it knows the secret.
+HANDSHAKE_MAX_FRAME = 4 * 1024
 JOIN_BELOW = 64 * 1024  # a frame smaller than this goes out as one piece
 # 2: frame headers carry their own checksum. Frames of versions 1 and 2 differ, so a node of one
 # cannot read even the hello of the other (it reports damaged frames): upgrade both nodes together.

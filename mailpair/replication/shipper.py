@@ -9,6 +9,10 @@ let go of, how big a batch is) are pure functions in policy.py.
 Rules this module keeps:
 - A copy's stream or seed is counted (CopyView.opening) before its first await, so the held-log
   check never lets go of a copy whose stream or seed is about to pin what it needs.
+- Before the handshake succeeds a connection is held briefly and cheaply (issue 17): its frames
+  are at most codec.HANDSHAKE_MAX_FRAME bytes, the whole handshake has HANDSHAKE_DEADLINE_S, and
+  at most MAX_UNAUTHENTICATED connections are in it at once; beyond that, new connections are
+  closed at once. A passive that has authenticated is not counted, so its stream goes on.
 - The held-log check runs in its own task, apart from the synchronous-mode fallback tick, so a
   slow pin file never holds up the fallback; its final decision is taken on the writer thread.
 """
@@ -33,7 +37,8 @@ from mailpair.store.log import Record
 
 log = logging.getLogger("mailpair.replication")
 
-HANDSHAKE_TIMEOUT = 10.0
+HANDSHAKE_DEADLINE_S = 5.0  # from accept to the passive's proof; a real passive needs milliseconds
+MAX_UNAUTHENTICATED = 8  # connections in their handshake at once; the pair has one passive
 HELD_LOG_CHECK_S = 2.0  # how often the log held for absent copies is looked at
 
 
@@ -46,6 +51,8 @@ class Shipper:
         self.heads: dict[str, HeadTracker] = {}
         self.gates: dict[str, SyncGate] = {}
         self.refused: list[dict[str, Any]] = []
+        self.unauthenticated = 0  # connections in their handshake now
+        self.turned_away = 0  # connections closed at once because MAX_UNAUTHENTICATED were
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._pin_tasks: set[asyncio.Task] = set()
@@ -218,19 +225,34 @@ class Shipper:
 
     # ------------------------------------------------------------------ connections
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self._tasks.add(task)
         peer = writer.get_extra_info("peername")
         where = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if self.unauthenticated >= MAX_UNAUTHENTICATED:
+            self.turned_away += 1
+            if self.turned_away % 100 == 1:  # loud, but not once per connection of a flood
+                log.warning(
+                    "replication: %d connections are authenticating already; closed the one from %s at once "
+                    "(%d turned away so far)",
+                    self.unauthenticated,
+                    where,
+                    self.turned_away,
+                )
+            writer.transport.abort()  # no goodbye: nothing is read or written for it
+            return
+        task = asyncio.current_task()
+        self._tasks.add(task)
         link = Link(reader, writer, Channel(Role.ACTIVE, self.settings.secret, self.settings.node))
         try:
+            self.unauthenticated += 1
             try:
-                node = await link.handshake(HANDSHAKE_TIMEOUT)
+                node = await link.handshake(HANDSHAKE_DEADLINE_S)
             except codec.AuthFailed as e:
                 log.warning("replication: refused connection from %s: %s", where, e)
                 self.refused.append({"time": time.time(), "peer": where, "reason": str(e)})
                 del self.refused[:-50]
                 return
+            finally:
+                self.unauthenticated -= 1
             await self._serve(node, await link.receive(REQUEST_TIMEOUT), link)
         except (codec.ProtocolError, codec.PeerError) as e:
             log.warning("replication: connection from %s dropped: %s", where, e)

@@ -332,3 +332,21 @@ def test_frames_of_one_connection_are_refused_on_another():
     passive2.receive_data(b"".join(active1.send({"t": "hb", "head": 1})))
     with pytest.raises(ProtocolError, match="authentication tag"):
         events(passive2)
+
+
+def test_before_authentication_only_small_frames_are_read():
+    """Anyone can connect: a header announcing more than HANDSHAKE_MAX_FRAME is refused on its
+    own 12 bytes, before a byte of its body is asked for (issue 17); after the handshake the
+    same frame is fine."""
+    start = (codec.HANDSHAKE_MAX_FRAME + 1).to_bytes(4, "little") + b"\0\0\0\0"
+    header = start + codec.crc32c.crc32c(start).to_bytes(4, "little")
+    for role in Role:
+        ch = Channel(role, SECRET, "n")
+        ch.receive_data(header)
+        with pytest.raises(ProtocolError, match=f"over the limit of {codec.HANDSHAKE_MAX_FRAME}"):
+            events(ch)
+    assert codec.HANDSHAKE_MAX_FRAME <= 8 * 1024
+    active, passive = pair()
+    msg = {"t": "recs", "raws": [b"x" * (codec.HANDSHAKE_MAX_FRAME + 1)]}
+    passive.receive_data(b"".join(active.send(msg)))
+    assert events(passive) == [Message(msg)]
