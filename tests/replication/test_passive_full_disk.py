@@ -9,18 +9,22 @@ import subprocess
 
 import pytest
 
+from mailpair.config import ANALYSIS_ROOM
+
 
 @pytest.fixture
 def pair_with_small_passive_disk(tmp_path, make_pair):
     pair = make_pair()
     node2 = pair.data("node2")
     cfg = pair.config("node2")
-    cfg.segment_size = 1024 * 1024  # preallocated segments must fit the small disk
-    cfg.max_message_bytes = 512 * 1024  # and a record of the largest message must fit a segment
+    # preallocated segments must fit the small disk, and a segment must hold a record of the
+    # largest message with its analysis (the config refuses less)
+    cfg.max_message_bytes = 512 * 1024
+    cfg.segment_size = cfg.max_message_bytes + ANALYSIS_ROOM
     cfg.save(pair.config_path("node2"))
     saved = tmp_path / "node2-saved"
     shutil.copytree(node2, saved, symlinks=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(node2)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(node2)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
     shutil.copytree(saved, node2, symlinks=True, dirs_exist_ok=True)
