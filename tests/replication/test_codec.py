@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from mailpair.replication import codec
 from mailpair.replication.codec import Authenticated, AuthFailed, Channel, Message, PeerError, ProtocolError, Role
+from mailpair.store.log import encode_record, record_capacity
 
 SECRET = b"s3cret"
 
@@ -206,7 +207,7 @@ def test_a_frame_holds_the_largest_record_the_log_accepts():
     """One record filling a whole default segment (a 25 MiB message and its analysis fit it)
     travels in one frame under the authenticated limit."""
     active, passive = pair()
-    record = b"r" * (codec.DEFAULT_SEGMENT_SIZE - 64)
+    record = encode_record(1, 1, 0, 20, b"r" * record_capacity(codec.DEFAULT_SEGMENT_SIZE))
     msg = {"t": "recs", "id": b"i" * 16, "first": 1, "raws": [record], "mode": "file", "head": 1, "qb": 0}
     frame = b"".join(active.send(msg))
     assert len(frame) <= codec.MAX_FRAME

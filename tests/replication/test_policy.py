@@ -8,6 +8,10 @@ import pytest
 
 from mailpair.replication import codec, policy
 from mailpair.replication.policy import Phase
+from mailpair.store.log import RECORD_HEADER_SIZE, record_capacity
+
+# the largest record the default log accepts, header and all
+LARGEST = RECORD_HEADER_SIZE + record_capacity(codec.DEFAULT_SEGMENT_SIZE)
 
 HEALTHY = 1000
 
@@ -114,7 +118,7 @@ def test_batches_fill_to_the_setting_and_pass_it_by_at_most_one_record():
 
 
 def test_a_batch_never_exceeds_a_frame_even_with_a_huge_setting():
-    big = codec.DEFAULT_SEGMENT_SIZE - 64  # the largest record the default log accepts
+    big = LARGEST
     batches = _batch([big] * 7, batch_bytes=10**12)
     assert all(sum(b) <= codec.MAX_BATCH_BYTES for b in batches)
     assert [len(b) for b in batches] == [2, 2, 2, 1]
@@ -122,7 +126,7 @@ def test_a_batch_never_exceeds_a_frame_even_with_a_huge_setting():
 
 
 def test_the_largest_record_goes_alone_after_a_full_batch():
-    big = codec.DEFAULT_SEGMENT_SIZE - 64
+    big = LARGEST
     batches = _batch([4 * 1024 * 1024 - 1, big, 10])
     assert batches == [[4 * 1024 * 1024 - 1, big], [10]]  # a batch just under 4 MiB takes it: still a frame
     assert sum(batches[0]) <= codec.MAX_BATCH_BYTES
