@@ -165,9 +165,6 @@ class FrameDecoder:
         self._crc = 0
         self._body = b""
 
-    def buffered(self) -> int:
-        return len(self._buf) + len(self._body)
-
     def bytes_needed(self) -> int:
         want = {_Part.HEADER: HEADER.size, _Part.BODY: self._length, _Part.TAG: TAG_SIZE}[self._part]
         return max(1, want - len(self._buf))
@@ -338,10 +335,6 @@ class Channel:
     def bytes_needed(self) -> int:
         """At least this many more bytes are needed before the next event (always >= 1)."""
         return self._frames.bytes_needed()
-
-    def buffered(self) -> int:
-        """Bytes received and held, not yet part of an event."""
-        return self._frames.buffered()
 
     def next_event(self) -> Event | None:
         if self._failure is not None:
