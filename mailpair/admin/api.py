@@ -20,6 +20,7 @@ from mailpair.admin import metrics
 from mailpair.admin.openapi import OPENAPI
 from mailpair.admin.pairview import merge_statuses
 from mailpair.store import StoreError, hash_password, names
+from mailpair.store.accounts import list_accounts
 
 log = logging.getLogger("mailpair.admin")
 
@@ -157,9 +158,7 @@ def build_app(node) -> web.Application:
     async def list_users(request: web.Request) -> web.Response:
         users = []
         for db in node.store.databases.values():
-            rows = await db.read(
-                lambda c: c.execute("SELECT name, quota_bytes, used_bytes FROM accounts ORDER BY name").fetchall()
-            )
+            rows = await db.read(list_accounts)
             users += [{"name": n, "quota": q, "used": u, "database": db.name} for n, q, u in rows]
         return _json({"users": users})
 

@@ -25,6 +25,7 @@ from rich.text import Text
 from mailpair.admin import pair as pairmod
 from mailpair.admin.pairview import merge_statuses
 from mailpair.filemodes import private_umask
+from mailpair.store.accounts import list_accounts
 
 console = Console()
 
@@ -419,9 +420,7 @@ def user_list(as_json, data, root, admin, token) -> None:
         try:
             users = []
             for db in store.databases.values():
-                rows = db.read_sync(
-                    lambda c: c.execute("SELECT name, quota_bytes, used_bytes FROM accounts ORDER BY name").fetchall()
-                )
+                rows = db.read_sync(list_accounts)
                 users += [{"name": n, "quota": q, "used": u, "database": db.name} for n, q, u in rows]
         finally:
             _close_direct(fd, store)

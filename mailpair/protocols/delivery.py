@@ -114,10 +114,6 @@ def _clean(text: str | None, fallback: str = "unknown") -> str:
     return _PRINTABLE.sub("?", text)[:255] if text else fallback
 
 
-def _has_account(conn, user: str) -> bool:
-    return conn.execute("SELECT 1 FROM accounts WHERE name=?", (user,)).fetchone() is not None
-
-
 # ---------------------------------------------------------------------------- delivery agent
 class DeliveryAgent:
     """The aiosmtpd handler: recipient checks at RCPT, and the delivery after DATA."""
@@ -157,12 +153,12 @@ class DeliveryAgent:
         db = self._known.get(user)
         if db is not None:
             return db
-        for db in list(self.store.databases.values()):
-            self._watch(db)
-            if await db.read(_has_account, user):
-                self._known[user] = db
-                return db
-        return None
+        for each in list(self.store.databases.values()):
+            self._watch(each)  # before the lookup, so a delete right after it still evicts
+        db = await self.store.find_database(user)
+        if db is not None:
+            self._known[user] = db
+        return db
 
     async def resolve(self, address: str) -> Recipient | str:
         """A recipient address -> Recipient, or the reply refusing it."""

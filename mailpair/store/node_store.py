@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from mailpair.store import names
+from mailpair.store.accounts import has_account
 from mailpair.store.database import Database, DatabaseConfig
 from mailpair.store.errors import NoSuchAccount, StoreError
 from mailpair.store.prepare import Preparer
@@ -72,11 +73,19 @@ class NodeStore:
         self.databases.clear()
 
     def database_of(self, user: str) -> Database:
-        """The database that holds user's account (NoSuchAccount if none)."""
-        for db in self.databases.values():
-            if db.read_sync(_has_account, user):
+        """The database that holds user's account (NoSuchAccount if none). Blocking: for the CLI
+        and tools; code on the event loop uses find_database."""
+        for db in list(self.databases.values()):
+            if db.read_sync(has_account, user):
                 return db
         raise NoSuchAccount(f"no such account: {user}")
+
+    async def find_database(self, user: str) -> Database | None:
+        """The database that holds user's account, or None; reads on each database's reader."""
+        for db in list(self.databases.values()):
+            if await db.read(has_account, user):
+                return db
+        return None
 
     def default_database(self) -> Database:
         if DEFAULT_DATABASE in self.databases:
@@ -84,7 +93,3 @@ class NodeStore:
         if not self.databases:
             raise StoreError("this node has no database")
         return next(iter(self.databases.values()))
-
-
-def _has_account(conn, user: str) -> bool:
-    return conn.execute("SELECT 1 FROM accounts WHERE name=?", (user,)).fetchone() is not None
