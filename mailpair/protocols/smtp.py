@@ -22,22 +22,18 @@ import tempfile
 from pathlib import Path
 
 from mailpair.protocols.delivery import DeliverySession, DeliverySettings, Listener
+from mailpair.protocols.delivery.replies import smtp_data_reply
 from mailpair.protocols.tls import self_signed
 from mailpair.store import NodeStore
 
-log = logging.getLogger("mailpair.smtp")
+logger = logging.getLogger("mailpair.smtp")
 
 
 class SmtpSession(DeliverySession):
     protocol_name = "smtp"
 
     def data_replies(self, replies: list[str]) -> str:
-        failed = [r for r in replies if not r.startswith("250")]
-        if not failed:
-            n = len(replies)
-            return f"250 2.0.0 Message accepted for delivery to {n} recipient{'s' if n != 1 else ''}"
-        temporary = [r for r in failed if r.startswith("4")]
-        return (temporary or failed)[0]
+        return smtp_data_reply(replies)
 
     def received_with(self) -> str:
         return "ESMTPS" if self.session is not None and self.session.ssl is not None else "ESMTP"
@@ -72,9 +68,9 @@ async def start_smtp(store: NodeStore, settings: DeliverySettings) -> Listener:
         if settings.tls_cert:  # a configured certificate that cannot be used is an error
             raise
         # No openssl to make a certificate: mail still flows, only without STARTTLS.
-        log.warning("smtp: no STARTTLS (cannot make a self-signed certificate: %s)", e)
+        logger.warning("smtp: no STARTTLS (cannot make a self-signed certificate: %s)", e)
         return await listener.start()
     listener.session_kwargs["tls_context"] = ctx
     if temp is not None:
-        listener._cleanup.append(lambda: shutil.rmtree(temp, ignore_errors=True))
+        listener.on_close(lambda: shutil.rmtree(temp, ignore_errors=True))
     return await listener.start()

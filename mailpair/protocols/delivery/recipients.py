@@ -1,0 +1,86 @@
+"""RCPT addresses to accounts: which database holds the user, and which folder a +detail names.
+
+Rules this module keeps: only positive answers are cached (a user added a moment ago is found at
+the next RCPT), and a cached account is forgotten as soon as its deletion is committed (the
+database's change listener runs on its writer thread; a dict pop is atomic under the GIL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailpair.protocols.delivery.replies import recipient_error_reply
+from mailpair.protocols.delivery.settings import DeliverySettings
+from mailpair.store import NodeStore, StoreError
+from mailpair.store.database import Change, Database
+from mailpair.store.names import InvalidName, check_user
+from mailpair.store.records import RecordType
+
+
+@dataclass(slots=True)
+class Recipient:
+    address: str  # as given in RCPT
+    user: str
+    folder: str | None
+    db: Database
+
+
+class RecipientLookup:
+    def __init__(self, store: NodeStore, settings: DeliverySettings):
+        self.store = store
+        self.settings = settings
+        self.domains = {settings.domain.lower(), *(d.lower() for d in settings.extra_domains)}
+        self._known: dict[str, Database] = {}  # account -> its database (positive answers only)
+        self._watched: set[int] = set()
+
+    def _watch(self, db: Database) -> None:
+        """Forget cached accounts of db when they are deleted."""
+        if id(db) in self._watched:
+            return
+        self._watched.add(id(db))
+
+        def on_change(changes: list[Change]) -> None:
+            for ch in changes:
+                if ch.type is RecordType.ACCOUNT_DEL:
+                    for name in ch.accounts:
+                        self._known.pop(name, None)
+
+        db.add_listener(on_change)
+
+    async def _find_account(self, user: str) -> Database | None:
+        db = self._known.get(user)
+        if db is not None:
+            return db
+        for each in list(self.store.databases.values()):
+            self._watch(each)  # before the lookup, so a delete right after it still evicts
+        db = await self.store.find_database(user)
+        if db is not None:
+            self._known[user] = db
+        return db
+
+    async def resolve(self, address: str) -> Recipient | str:
+        """A recipient address -> Recipient, or the reply refusing it."""
+        local, at, domain = address.rpartition("@")
+        if not at:
+            local, domain = address, self.settings.domain  # LMTP peers may send bare user names
+        if not local or (domain.lower() not in self.domains):
+            return f"550 5.1.1 <{address}> Recipient address rejected: domain not served here"
+        user = local.lower()
+        candidates: list[tuple[str, str | None]] = [(user, None)]
+        delim = self.settings.recipient_delimiter
+        if delim and delim in user:
+            # user+detail: the detail names a folder (kept as written: folder names are
+            # case-sensitive). A user name may itself hold the delimiter, so it is tried second.
+            candidates.insert(0, (user.partition(delim)[0], local.partition(delim)[2] or None))
+        for user, folder in candidates:
+            try:
+                check_user(user)
+            except InvalidName:
+                continue
+            try:
+                db = await self._find_account(user)
+            except StoreError as e:
+                return recipient_error_reply(address, e)[0]
+            if db is not None:
+                return Recipient(address, user, folder, db)
+        return f"550 5.1.1 <{address}> User unknown"
