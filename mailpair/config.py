@@ -7,9 +7,10 @@ file comes back exactly as it was.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from mailpair.durable import write_json
 
 ANALYSIS_ROOM = 4 * 1024 * 1024  # a log record beside the message: ENVELOPE, BODYSTRUCTURE, trace
 
@@ -67,8 +68,5 @@ class NodeConfig:
         return cls(**raw)
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o600)  # it holds the cluster secret and the admin token
-        os.rename(tmp, path)
+        # 0600 (write_json's default): it holds the cluster secret and the admin token
+        write_json(path, asdict(self), indent=2, sort_keys=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from mailpair.admin.logs import setup_logging
 from mailpair.config import NodeConfig
+from mailpair.durable import write_json
 from mailpair.filemodes import private_umask, tighten
 from mailpair.memory import return_large_buffers
 from mailpair.store import DatabaseConfig, NodeStore, Preparer
@@ -135,9 +136,7 @@ class Node:
 
     def write_state(self) -> None:
         state = {"name": self.config.name, "pid": os.getpid(), "role": self.role, "ports": self.ports()}
-        tmp = self.data / "node.state.tmp"
-        tmp.write_text(json.dumps(state))
-        os.rename(tmp, self.data / "node.state.json")
+        write_json(self.data / "node.state.json", state)
 
     async def stop(self) -> None:
         self.event("stop", f"node {self.config.name} stopping")

@@ -25,6 +25,7 @@ from typing import Any
 
 from mailpair.cluster.membership import PairConfigError, check_members
 from mailpair.config import Listen, NodeConfig
+from mailpair.durable import write_json
 from mailpair.node import START_FAILURE, read_state
 from mailpair.store import NodeStore, hash_password, prepare_message
 
@@ -148,7 +149,8 @@ def create_pair(root: Path, users: int, password: str, mode: str) -> dict[str, A
                 db.commit("deliver", recipients=[(acct["name"], None)], date=time.time_ns() // 1000, **prepare_message(raw))
     finally:
         store.close()
-    (witness / "epoch.json").write_text(json.dumps({"epoch": 1, "active": NODE_NAMES[0]}))
+    # 0644: the witness is read by both nodes and holds no secret
+    write_json(witness / "epoch.json", {"epoch": 1, "active": NODE_NAMES[0]}, mode=0o644)
     pair = {
         "dir": str(root.resolve()),
         "witness": str(witness.resolve()),
@@ -158,10 +160,7 @@ def create_pair(root: Path, users: int, password: str, mode: str) -> dict[str, A
         "admin_token": token,
         "mode": mode,
     }
-    tmp = root / "pair.tmp"
-    tmp.write_text(json.dumps(pair, indent=2))
-    os.chmod(tmp, 0o600)
-    os.rename(tmp, root / "pair.json")
+    write_json(root / "pair.json", pair, indent=2)  # 0600: it holds the admin token
     return pair
 
 

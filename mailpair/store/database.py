@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailpair.durable import fsync_file, write_atomic, write_json
 from mailpair.store import decide, names
 from mailpair.store.apply import ReplayError, apply_records
 from mailpair.store.checkpointer import Checkpointer
@@ -177,14 +178,7 @@ class Database:
             raise StoreError(f"database {path.name} exists")
         path.mkdir(parents=True, exist_ok=True)
         db_id = uuid.uuid4()
-        tmp = path / "id.tmp"
-        tmp.write_text(str(db_id) + "\n")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.rename(tmp, path / "id")
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        os.fsync(fd)
-        os.close(fd)
+        write_atomic(path / "id", f"{db_id}\n")
         db = cls(path, config)
         db.open()
         return db
@@ -625,11 +619,7 @@ class Database:
             pins.pop(name, None)
         else:
             pins[name] = int(lsn)
-        tmp = self._pins_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps(pins, sort_keys=True))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.rename(tmp, self._pins_path())
+        write_json(self._pins_path(), pins, sort_keys=True)
 
     def checkpoint_lsn(self) -> int:
         return self.pins().get("checkpoint", 1) - 1
@@ -637,11 +627,7 @@ class Database:
     def _checkpoint(self) -> None:
         """Make the state file durable (WAL checkpoint, fsync) and pin only what comes after."""
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        fd = os.open(self.path / "state.sqlite", os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(self.path / "state.sqlite")
         self.set_pin("checkpoint", self.applied_lsn + 1)
         self._checkpointed = self.applied_lsn
         self.truncate()

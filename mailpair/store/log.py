@@ -33,6 +33,8 @@ from typing import NamedTuple
 
 import crc32c
 
+from mailpair.durable import fsync_dir
+
 SEGMENT_MAGIC = b"MPLOGSG1"
 SEGMENT_HEADER = struct.Struct("<8sI16sQQQ")  # magic, version, db id, first lsn, prev first lsn, size
 SEGMENT_HEADER_SIZE = 64  # header plus its crc, padded
@@ -133,14 +135,6 @@ def _zero_from(fd: int, offset: int, size: int) -> bool:
 
 def segment_name(first_lsn: int) -> str:
     return f"{first_lsn:016x}.log"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _segment_header(db_id: bytes, first_lsn: int, prev_first: int, size: int) -> bytes:
@@ -397,7 +391,7 @@ class TransactionLog:
                 os.pwrite(self._fd, bytes(end - first_off), first_off)
                 if dropped:
                     os.fdatasync(self._fd)
-                    _fsync_dir(self.dir)
+                    fsync_dir(self.dir)
             self._write_offset = first_off
             self._mark_lsn = self._last_mark(self._seg)
 
@@ -448,7 +442,7 @@ class TransactionLog:
                 raise LogFull("no space left for a new log segment") from e
             raise
         os.rename(tmp, path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         if self._fd is not None:
             os.close(self._fd)
         self._fd = fd
@@ -546,7 +540,7 @@ class TransactionLog:
                 self._marks.pop(seg.first_lsn, None)
                 removed.append(seg.path.name)
         if removed:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return removed
 
     def bytes_from(self, lsn: int) -> int:

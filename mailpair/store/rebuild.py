@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+from mailpair.durable import fsync_dir
 from mailpair.store.database import Database
 from mailpair.store.log import TransactionLog
 
@@ -40,6 +41,7 @@ def rebuild_state(path: Path) -> tuple[Path, int]:
         side = path / f"state.sqlite{suffix}"
         if side.exists():
             side.rename(path / f"{kept.name}{suffix}")
+    fsync_dir(path)  # the damaged file is aside for good before a new state is built
     db = Database(path)
     db.open()
     applied = db.applied_lsn
