@@ -9,7 +9,6 @@ listeners (clients get 421 / BYE), waits for in-flight commits and closes the st
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
@@ -18,41 +17,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mailpair.admin.logs import setup_logging
+from mailpair.api.server import start_admin
 from mailpair.config import NodeConfig
-from mailpair.durable import write_json
+from mailpair.datadir import clear_state, lock_data_dir, write_state
 from mailpair.filemodes import private_umask, tighten
+from mailpair.logs import setup_logging
 from mailpair.memory import return_large_buffers
+from mailpair.protocols import available_listeners
+from mailpair.replication import ReplicationSettings, start_receiver, start_shipper
 from mailpair.store import DatabaseConfig, NodeStore, Preparer
 from mailpair.store.prepare import default_workers
 
 log = logging.getLogger("mailpair.node")
-
-# Written to the node's log when it cannot start; `pair up` looks for it to show the reason.
-START_FAILURE = "cannot start: "
-
-
-class DataDirLocked(Exception):
-    pass
-
-
-def lock_data_dir(data: Path) -> int:
-    """Take the data directory's lock; raises DataDirLocked if a node process holds it."""
-    data.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data / "node.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DataDirLocked(f"{data} is in use by a running node") from None
-    return fd
-
-
-def read_state(data: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(data) / "node.state.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 class Node:
@@ -86,8 +62,6 @@ class Node:
             self.store = await asyncio.to_thread(
                 lambda: NodeStore(self.data, self.db_config(), writable=False).open(create_default=False, keep_going=True)
             )
-        from mailpair.admin.api import start_admin
-
         if writable:
             workers = self.config.analysis_workers
             self.store.preparer = await Preparer(default_workers() if workers is None else workers).start()
@@ -100,28 +74,22 @@ class Node:
         self.event("start", f"node {self.config.name} started as {self.role}")
 
     async def _start_protocols(self) -> None:
-        from mailpair.protocols import available_listeners
-
         for name, starter, settings in await asyncio.to_thread(available_listeners, self.config):
             self.servers[name] = await starter(self.store, settings)
 
     async def _start_shipper(self) -> None:
         if self.config.peer_replication is None or not (Path(self.config.data).parent / self.config.peer_name).exists():
             return
-        from mailpair.replication import ReplicationSettings, start_shipper
-
-        self.shipper = await start_shipper(self.store, self.replication_settings(ReplicationSettings))
+        self.shipper = await start_shipper(self.store, self.replication_settings())
         self.servers["replication"] = self.shipper
 
     async def _start_receiver(self) -> None:
-        from mailpair.replication import ReplicationSettings, start_receiver
+        self.receiver = await start_receiver(self.store, self.replication_settings())
 
-        self.receiver = await start_receiver(self.store, self.replication_settings(ReplicationSettings))
-
-    def replication_settings(self, cls):
+    def replication_settings(self) -> ReplicationSettings:
         c = self.config
         peer = c.peer_replication
-        return cls(
+        return ReplicationSettings(
             secret=c.secret.encode(),
             host=c.replication.host,
             port=c.replication.port,
@@ -136,7 +104,7 @@ class Node:
 
     def write_state(self) -> None:
         state = {"name": self.config.name, "pid": os.getpid(), "role": self.role, "ports": self.ports()}
-        write_json(self.data / "node.state.json", state)
+        write_state(self.data, state)
 
     async def stop(self) -> None:
         self.event("stop", f"node {self.config.name} stopping")
@@ -152,7 +120,7 @@ class Node:
         if self.store is not None:
             await self.store.preparer.close()
             await asyncio.to_thread(self.store.close)
-        (self.data / "node.state.json").unlink(missing_ok=True)
+        clear_state(self.data)
 
     def request_stop(self) -> None:
         self._stopping.set()

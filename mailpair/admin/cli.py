@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mailpair.admin import pair as pairmod
-from mailpair.admin.pairview import merge_statuses
+from mailpair.api.pairview import merge_statuses
 from mailpair.filemodes import private_umask
 from mailpair.store.accounts import list_accounts
 
@@ -62,7 +62,7 @@ def node() -> None:
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 def node_run(config_path: Path) -> None:
     """Run a node from its configuration file until SIGTERM."""
-    from mailpair.node import START_FAILURE, DataDirLocked
+    from mailpair.datadir import START_FAILURE, DataDirLocked
     from mailpair.node import main as node_main
     from mailpair.store import StoreError
     from mailpair.store.apply import ReplayError
@@ -365,7 +365,7 @@ _data_opt = click.option("--data", type=click.Path(file_okay=False, path_type=Pa
 
 
 def _direct_store(data: Path):
-    from mailpair.node import DataDirLocked, lock_data_dir
+    from mailpair.datadir import DataDirLocked, lock_data_dir
     from mailpair.store import NodeStore
 
     try:
@@ -539,7 +539,7 @@ def db_list(as_json, data, root, admin, token) -> None:
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 def db_rebuild(name: str, data: Path) -> None:
     """Rebuild a damaged state file by replaying the whole log (the old file is kept aside)."""
-    from mailpair.node import DataDirLocked, lock_data_dir
+    from mailpair.datadir import DataDirLocked, lock_data_dir
     from mailpair.store.rebuild import RebuildError, rebuild_state
 
     try:

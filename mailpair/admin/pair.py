@@ -25,8 +25,8 @@ from typing import Any
 
 from mailpair.cluster.membership import PairConfigError, check_members
 from mailpair.config import Listen, NodeConfig
+from mailpair.datadir import START_FAILURE, read_state
 from mailpair.durable import write_json
-from mailpair.node import START_FAILURE, read_state
 from mailpair.store import NodeStore, hash_password, prepare_message
 
 DOMAIN = "example.test"

@@ -57,7 +57,7 @@ def test_db_create_list_digest_verify(tmp_path):
 
 
 def test_cli_refuses_a_data_directory_a_node_holds(tmp_path):
-    from mailpair.node import lock_data_dir
+    from mailpair.datadir import lock_data_dir
 
     fd = lock_data_dir(tmp_path / "node")
     try:

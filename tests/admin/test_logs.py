@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from mailpair.admin.logs import JsonFormatter
+from mailpair.logs import JsonFormatter
 
 
 def test_json_log_line_carries_node_database_epoch_lsn():

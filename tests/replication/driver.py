@@ -21,9 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from mailpair.admin.logs import setup_logging
 from mailpair.config import NodeConfig
-from mailpair.node import Node, lock_data_dir
+from mailpair.datadir import lock_data_dir
+from mailpair.logs import setup_logging
+from mailpair.node import Node
 from mailpair.store import prepare_message
 
 

@@ -16,9 +16,10 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mailpair.admin import metrics
-from mailpair.admin.openapi import OPENAPI
-from mailpair.admin.pairview import merge_statuses
+from mailpair.api import metrics
+from mailpair.api.dashboard import add_dashboard_routes
+from mailpair.api.openapi import OPENAPI
+from mailpair.api.pairview import merge_statuses
 from mailpair.store import StoreError, hash_password, names
 from mailpair.store.accounts import list_accounts
 
@@ -225,8 +226,6 @@ def build_app(node) -> web.Application:
             result = await result
         node.event(action, f"copy of {name} on {node.config.name}: {action}", database=name)
         return _json({"database": name, "action": action, "ok": True})
-
-    from mailpair.admin.dashboard import add_dashboard_routes
 
     add_dashboard_routes(routes, node)
     app.add_routes(routes)
