@@ -43,6 +43,7 @@ from store_bench import message as store_message  # bench/ is on sys.path when r
 
 from mailpair import mailmix
 from mailpair.config import Listen, NodeConfig
+from mailpair.ports import free_port
 from mailpair.replication import ReplicationSettings, start_shipper
 from mailpair.store import NodeStore, prepare_message
 
@@ -59,14 +60,6 @@ def pct(values: list[float], p: float) -> float:
         return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Passive:

@@ -32,18 +32,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from mailpair.ports import free_port
+
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
 
 def available() -> bool:
     """True when a dovecot binary with LMTP and IMAP is installed."""
     return Path(DOVECOT).exists() and Path("/usr/lib/dovecot/lmtp").exists() and Path("/usr/lib/dovecot/imap").exists()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class Dovecot:

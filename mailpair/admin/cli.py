@@ -9,30 +9,32 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console, Group
-from rich.measure import Measurement
+from rich.console import Console
+from rich.live import Live
 from rich.table import Table
-from rich.text import Text
 
 from mailpair.admin import pair as pairmod
+from mailpair.admin.statustable import status_table
+from mailpair.admin.target import Api, connect, fail, on_node
 from mailpair.api.pairview import merge_statuses
+from mailpair.datadir import START_FAILURE, DataDirLocked, lock_data_dir
 from mailpair.filemodes import private_umask
+from mailpair.store import NodeStore, StoreError, hash_password, names
 from mailpair.store.accounts import list_accounts
+from mailpair.store.apply import ReplayError
+from mailpair.store.digest import digest_node
+from mailpair.store.log import LogError
+from mailpair.store.rebuild import RebuildError, rebuild_state
+from mailpair.store.verify import database_dirs, verify_database
 
 console = Console()
-
-
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def _read_password(password_stdin: bool) -> str:
@@ -41,7 +43,7 @@ def _read_password(password_stdin: bool) -> str:
     else:
         pw = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if not pw:
-        _fail("password is empty")
+        fail("password is empty")
     return pw
 
 
@@ -62,18 +64,16 @@ def node() -> None:
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 def node_run(config_path: Path) -> None:
     """Run a node from its configuration file until SIGTERM."""
-    from mailpair.datadir import START_FAILURE, DataDirLocked
+    # Imported here, not at the top: the node brings the protocols, replication and aiohttp,
+    # which every other command (status, user add, ...) would otherwise load for nothing.
     from mailpair.node import main as node_main
-    from mailpair.store import StoreError
-    from mailpair.store.apply import ReplayError
-    from mailpair.store.log import LogError
 
     try:
         node_main(config_path.resolve())
     except (DataDirLocked, StoreError, LogError, ReplayError) as e:
         # One clear line in the node's log (pair up shows it), not a traceback.
         logging.getLogger("mailpair.node").error("%s%s", START_FAILURE, e)
-        _fail(str(e))
+        fail(str(e))
 
 
 # ---------------------------------------------------------------------------- pair
@@ -93,7 +93,7 @@ def pair_up(root: Path, users: int, password: str, mode: str, as_json: bool) -> 
     try:
         info = pairmod.pair_up(root, users=users, password=password, mode=mode)
     except pairmod.PairError as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         click.echo(json.dumps(info))
         return
@@ -137,61 +137,11 @@ def pair_down(root: Path) -> None:
     try:
         stopped = pairmod.pair_down(root)
     except pairmod.PairError as e:
-        _fail(str(e))
+        fail(str(e))
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
-# ---------------------------------------------------------------------------- admin API access
-class Api:
-    def __init__(self, urls: list[str], token: str):
-        self.urls = urls
-        self.token = token
-
-    def call(self, url: str, path: str, method: str = "GET", body: Any = None, timeout: float = 10.0) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self.token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            try:
-                msg = json.loads(e.read()).get("error", str(e))
-            except ValueError:
-                msg = str(e)
-            raise click.ClickException(msg) from None
-
-    def statuses(self) -> list[dict[str, Any]]:
-        out = []
-        for url in self.urls:
-            try:
-                out.append({"url": url, "reachable": True, **self.call(url, "/api/status", timeout=3)})
-            except (urllib.error.URLError, OSError, click.ClickException) as e:
-                out.append({"url": url, "reachable": False, "error": str(e)})
-        return out
-
-    def active_url(self) -> str:
-        for s in self.statuses():
-            if s["reachable"] and s.get("role") == "active":
-                return s["url"]
-        raise click.ClickException("no active node is reachable")
-
-
-def _api(root: Path | None, admin: tuple[str, ...], token: str | None) -> tuple[Api, dict[str, Any] | None]:
-    if root is not None:
-        try:
-            p = pairmod.load_pair(root.resolve())
-        except pairmod.PairError as e:
-            raise click.ClickException(str(e)) from None
-        urls = [f"http://{cfg.admin.host}:{cfg.admin.port}" for _, cfg in pairmod._configs(p)]
-        return Api(urls, p["admin_token"]), p
-    if not admin or not token:
-        raise click.UsageError("give --dir DIR, or --admin URL (one per node) and --token T")
-    return Api(list(admin), token), None
-
-
+# ---------------------------------------------------------------------------- target options
 _target = [
     click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), help="a pair started by `pair up`"),
     click.option("--admin", multiple=True, help="admin API URL of a node (repeat for both)"),
@@ -210,87 +160,8 @@ def merged_status(api: Api) -> dict[str, Any]:
     return merge_statuses(api.statuses())
 
 
-def _ago(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    age = max(0.0, time.time() - ts)
-    return f"{age:.1f}s ago" if age < 120 else time.strftime("%H:%M:%S", time.localtime(ts))
-
-
-# Status columns: (key, heading in the full table, heading in the compact one or None to leave
-# it out). An 80-column terminal gets the compact table rather than every cell cut to "…".
-_STATUS_COLUMNS = (
-    ("database", "database", "db"),
-    ("node", "node", "node"),
-    ("role", "role", "role"),
-    ("status", "copy status", "status"),
-    ("copy_queue", "copy queue", "copy q"),
-    ("replay_queue", "replay queue", "replay q"),
-    ("stored", "stored LSN", None),
-    ("replayed", "replayed LSN", None),
-    ("last_stored", "last stored", None),
-    ("last_replayed", "last replayed", None),
-    ("lag", "lag", "lag"),
-    ("backup", "backup age", None),
-    ("reason", "reason", "reason"),
-)
-
-
-def _status_rows(st: dict[str, Any]) -> list[dict[str, str]]:
-    roles = {n["name"]: n["role"] for n in st["nodes"]}
-    rows = []
-    for d in st["databases"]:
-        for c in d["copies"]:
-            color = {"Healthy": "green", "Mounted": "green", "Failed": "red", "Disconnected": "red"}.get(c["status"], "yellow")
-            lag = c.get("copy_lag_s")
-            rows.append(
-                {
-                    "database": d["name"],
-                    "node": c["node"],
-                    "role": roles.get(c["node"]) or "?",
-                    "status": f"[{color}]{c['status']}[/]",
-                    "copy_queue": str(c.get("copy_queue")),
-                    "replay_queue": str(c.get("replay_queue")),
-                    "stored": str(c.get("stored_lsn")),
-                    "replayed": str(c.get("replayed_lsn")),
-                    "last_stored": _ago(c.get("last_stored_time")),
-                    "last_replayed": _ago(c.get("last_replayed_time")),
-                    "lag": "-" if lag is None else f"{lag * 1000:.0f} ms",
-                    # Backups are not built yet in this version; the column says so rather than hide.
-                    "backup": "no backup",
-                    "reason": c.get("reason") or "",
-                }
-            )
-    for n in st["nodes"]:
-        if not n["reachable"]:
-            rows.append({"database": "-", "node": n["name"], "role": "-", "status": "[red]unreachable[/]", "reason": n["url"]})
-    return rows
-
-
-def _status_table(st: dict[str, Any], width: int | None = None) -> Group:
-    """The full table, or the compact one when the full one is wider than `width`; the witness
-    line goes under it as text that wraps (a caption would be cut to the table's width)."""
-    w = st.get("witness") or {}
-    witness = f"witness {w.get('path', 'none')}" + (f" (active {w['active']})" if w.get("active") else "")
-    if w.get("error"):
-        witness += f" [red]{w['error']}[/]"
-    rows = _status_rows(st)
-
-    def build(compact: bool) -> Table:
-        cols = [(key, short if compact else full) for key, full, short in _STATUS_COLUMNS if not compact or short]
-        table = Table(title=f"mailpair status (epoch {st['epoch']})")
-        for key, heading in cols:
-            # names and reasons fold onto more lines; the short fixed cells stay whole
-            long_text = key in ("database", "node", "reason")
-            table.add_column(heading, no_wrap=not long_text, overflow="fold" if long_text else "ellipsis")
-        for row in rows:
-            table.add_row(*(row.get(key, "") for key, _ in cols))
-        return table
-
-    table = build(compact=False)
-    if width is not None and Measurement.get(console, console.options.update_width(10_000), table).maximum > width:
-        table = build(compact=True)
-    return Group(table, Text.from_markup(witness))
+def _print_status(st: dict[str, Any]) -> None:
+    console.print(status_table(console, st, console.width))
 
 
 @main.command()
@@ -299,20 +170,18 @@ def _status_table(st: dict[str, Any], width: int | None = None) -> Group:
 @click.option("--watch", is_flag=True, help="refresh every second until interrupted")
 def status(root: Path | None, admin: tuple[str, ...], token: str | None, as_json: bool, watch: bool) -> None:
     """Copy status of every database on the pair."""
-    api, _ = _api(root, admin, token)
+    api = connect(root, admin, token)
     if as_json:
         click.echo(json.dumps(merged_status(api)))
         return
     if not watch:
-        console.print(_status_table(merged_status(api), console.width))
+        _print_status(merged_status(api))
         return
-    from rich.live import Live
-
-    with Live(_status_table(merged_status(api), console.width), console=console, refresh_per_second=2) as live:
+    with Live(status_table(console, merged_status(api), console.width), console=console, refresh_per_second=2) as live:
         try:
             while True:
                 time.sleep(1)
-                live.update(_status_table(merged_status(api), console.width))
+                live.update(status_table(console, merged_status(api), console.width))
         except KeyboardInterrupt:
             pass
 
@@ -327,12 +196,11 @@ def copy() -> None:
 @target_options
 @click.option("--json", "as_json", is_flag=True)
 def copy_status(root, admin, token, as_json) -> None:
-    api, _ = _api(root, admin, token)
-    st = merged_status(api)
+    st = merged_status(connect(root, admin, token))
     if as_json:
         click.echo(json.dumps(st["databases"]))
     else:
-        console.print(_status_table(st, console.width))
+        _print_status(st)
 
 
 def _copy_action(action: str):
@@ -340,10 +208,8 @@ def _copy_action(action: str):
     @click.argument("database")
     @target_options
     def cmd(database: str, root, admin, token) -> None:
-        api, _ = _api(root, admin, token)
-        passive = next((s for s in api.statuses() if s["reachable"] and s.get("role") == "passive"), None)
-        if passive is None:
-            raise click.ClickException("no passive node is reachable")
+        api = connect(root, admin, token)
+        passive = api.status_of("passive")
         api.call(passive["url"], f"/api/databases/{database}/copy/{action}", method="POST")
         click.echo(f"{action}: {database} on {passive['name']}")
 
@@ -364,24 +230,6 @@ def user() -> None:
 _data_opt = click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="a stopped node's data directory")
 
 
-def _direct_store(data: Path):
-    from mailpair.datadir import DataDirLocked, lock_data_dir
-    from mailpair.store import NodeStore
-
-    try:
-        fd = lock_data_dir(data)
-    except DataDirLocked as e:
-        raise click.ClickException(f"{e}; use --dir or --admin to go through its admin API") from None
-    return fd, NodeStore(data).open()
-
-
-def _close_direct(fd: int, store) -> None:
-    import os
-
-    store.close()
-    os.close(fd)
-
-
 @user.command("add")
 @click.argument("name")
 @click.option("--quota", default=0, type=click.IntRange(0), help="bytes, 0 for unlimited")
@@ -389,25 +237,29 @@ def _close_direct(fd: int, store) -> None:
 @_data_opt
 @target_options
 def user_add(name, quota, password_stdin, data, root, admin, token) -> None:
-    from mailpair.store import StoreError, hash_password, names
-
     try:
         names.check_user(name)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     pw = _read_password(password_stdin)
-    if data is not None:
-        fd, store = _direct_store(data)
-        try:
-            store.default_database().commit("account_add", name=name, hash=hash_password(pw), quota=quota)
-        except StoreError as e:
-            _fail(str(e))
-        finally:
-            _close_direct(fd, store)
-    else:
-        api, _ = _api(root, admin, token)
-        api.call(api.active_url(), "/api/users", "POST", {"name": name, "password": pw, "quota": quota})
+    on_node(
+        data,
+        root,
+        admin,
+        token,
+        lambda store: store.default_database().commit("account_add", name=name, hash=hash_password(pw), quota=quota),
+        "/api/users",
+        "POST",
+        {"name": name, "password": pw, "quota": quota},
+    )
     click.echo(f"added {name}")
+
+
+def _users_of(store: NodeStore) -> dict[str, Any]:
+    users = []
+    for db in store.databases.values():
+        users += [{"name": n, "quota": q, "used": u, "database": db.name} for n, q, u in db.read_sync(list_accounts)]
+    return {"users": users}
 
 
 @user.command("list")
@@ -415,18 +267,7 @@ def user_add(name, quota, password_stdin, data, root, admin, token) -> None:
 @_data_opt
 @target_options
 def user_list(as_json, data, root, admin, token) -> None:
-    if data is not None:
-        fd, store = _direct_store(data)
-        try:
-            users = []
-            for db in store.databases.values():
-                rows = db.read_sync(list_accounts)
-                users += [{"name": n, "quota": q, "used": u, "database": db.name} for n, q, u in rows]
-        finally:
-            _close_direct(fd, store)
-    else:
-        api, _ = _api(root, admin, token)
-        users = api.call(api.active_url(), "/api/users")["users"]
+    users = on_node(data, root, admin, token, _users_of, "/api/users")["users"]
     if as_json:
         click.echo(json.dumps(users))
         return
@@ -444,20 +285,17 @@ def user_list(as_json, data, root, admin, token) -> None:
 @_data_opt
 @target_options
 def user_passwd(name, password_stdin, data, root, admin, token) -> None:
-    from mailpair.store import StoreError, hash_password
-
     pw = _read_password(password_stdin)
-    if data is not None:
-        fd, store = _direct_store(data)
-        try:
-            store.database_of(name).commit("account_passwd", name=name, hash=hash_password(pw))
-        except StoreError as e:
-            _fail(str(e))
-        finally:
-            _close_direct(fd, store)
-    else:
-        api, _ = _api(root, admin, token)
-        api.call(api.active_url(), f"/api/users/{name}/password", "POST", {"password": pw})
+    on_node(
+        data,
+        root,
+        admin,
+        token,
+        lambda store: store.database_of(name).commit("account_passwd", name=name, hash=hash_password(pw)),
+        f"/api/users/{name}/password",
+        "POST",
+        {"password": pw},
+    )
     click.echo(f"password of {name} changed")
 
 
@@ -467,21 +305,17 @@ def user_passwd(name, password_stdin, data, root, admin, token) -> None:
 @_data_opt
 @target_options
 def user_del(name, yes, data, root, admin, token) -> None:
-    from mailpair.store import StoreError
-
     if not yes:
         click.confirm(f"Delete {name} and all its mail?", abort=True)
-    if data is not None:
-        fd, store = _direct_store(data)
-        try:
-            store.database_of(name).commit("account_del", name=name)
-        except StoreError as e:
-            _fail(str(e))
-        finally:
-            _close_direct(fd, store)
-    else:
-        api, _ = _api(root, admin, token)
-        api.call(api.active_url(), f"/api/users/{name}", "DELETE")
+    on_node(
+        data,
+        root,
+        admin,
+        token,
+        lambda store: store.database_of(name).commit("account_del", name=name),
+        f"/api/users/{name}",
+        "DELETE",
+    )
     click.echo(f"deleted {name}")
 
 
@@ -496,19 +330,7 @@ def db() -> None:
 @_data_opt
 @target_options
 def db_create(name, data, root, admin, token) -> None:
-    from mailpair.store import StoreError
-
-    if data is not None:
-        fd, store = _direct_store(data)
-        try:
-            store.create_database(name)
-        except (StoreError, ValueError) as e:
-            _fail(str(e))
-        finally:
-            _close_direct(fd, store)
-    else:
-        api, _ = _api(root, admin, token)
-        api.call(api.active_url(), "/api/databases", "POST", {"name": name})
+    on_node(data, root, admin, token, lambda store: store.create_database(name), "/api/databases", "POST", {"name": name})
     click.echo(f"created database {name}")
 
 
@@ -518,14 +340,12 @@ def db_create(name, data, root, admin, token) -> None:
 @target_options
 def db_list(as_json, data, root, admin, token) -> None:
     if data is not None:
-        from mailpair.store.digest import digest_node
-
         dbs = [
             {"name": d["name"], "applied_lsn": d["applied_lsn"], "messages": d["messages"]}
             for d in digest_node(data)["databases"]
         ]
     else:
-        api, _ = _api(root, admin, token)
+        api = connect(root, admin, token)
         dbs = api.call(api.active_url(), "/api/databases")["databases"]
     if as_json:
         click.echo(json.dumps(dbs))
@@ -539,20 +359,15 @@ def db_list(as_json, data, root, admin, token) -> None:
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 def db_rebuild(name: str, data: Path) -> None:
     """Rebuild a damaged state file by replaying the whole log (the old file is kept aside)."""
-    from mailpair.datadir import DataDirLocked, lock_data_dir
-    from mailpair.store.rebuild import RebuildError, rebuild_state
-
     try:
         fd = lock_data_dir(data)
     except DataDirLocked as e:
-        _fail(f"{e}; stop the node first")
+        fail(f"{e}; stop the node first")
     try:
         kept, applied = rebuild_state(data / "databases" / name)
     except RebuildError as e:
-        _fail(str(e))
+        fail(str(e))
     finally:
-        import os
-
         os.close(fd)
     click.echo(f"rebuilt {name} up to LSN {applied}; the damaged state file is kept as {kept.name}")
 
@@ -561,8 +376,6 @@ def db_rebuild(name: str, data: Path) -> None:
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def db_digest(data: Path) -> None:
     """Digest of each database's content in a node's data directory (equal on identical copies)."""
-    from mailpair.store.digest import digest_node
-
     click.echo(json.dumps(digest_node(data)))
 
 
@@ -572,11 +385,9 @@ def db_digest(data: Path) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def verify(target: Path, as_json: bool) -> None:
     """Check every log segment, record checksum and the state file; exit 0 only when all is sound."""
-    from mailpair.store.verify import database_dirs, verify_database
-
     dirs = database_dirs(target)
     if not dirs:
-        _fail(f"{target} is neither a database directory nor a node data directory", 2)
+        fail(f"{target} is neither a database directory nor a node data directory", 2)
     reports = [verify_database(d) for d in dirs]
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in reports]))

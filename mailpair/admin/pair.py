@@ -11,22 +11,22 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from datetime import UTC
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
+from mailpair.api import client as api_client
+from mailpair.api.client import ApiError
 from mailpair.cluster.membership import PairConfigError, check_members
 from mailpair.config import Listen, NodeConfig
 from mailpair.datadir import START_FAILURE, read_state
 from mailpair.durable import write_json
+from mailpair.ports import free_port
 from mailpair.store import NodeStore, hash_password, prepare_message
 
 DOMAIN = "example.test"
@@ -35,12 +35,6 @@ NODE_NAMES = ("node1", "node2")
 
 class PairError(Exception):
     pass
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def sample_messages(user: str, domain: str) -> list[bytes]:
@@ -72,9 +66,7 @@ def sample_messages(user: str, domain: str) -> list[bytes]:
     return [raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for raw in out]
 
 
-def _dt(ts: float):
-    from datetime import datetime
-
+def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
@@ -86,24 +78,15 @@ def _pid_alive(pid: int, config_path: Path) -> bool:
     return str(config_path).encode() in cmdline
 
 
-def _http_json(url: str, token: str | None = None, timeout: float = 2.0) -> Any:
-    req = urllib.request.Request(url)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def _configs(pair: dict[str, Any]) -> list[tuple[Path, NodeConfig]]:
+def node_configs(pair: dict[str, Any]) -> list[tuple[Path, NodeConfig]]:
+    """(config path, config) of each node of the pair, in pair.json's order."""
     root = Path(pair["dir"])
     return [(root / n / "node.json", NodeConfig.load(root / n / "node.json")) for n in pair["node_names"]]
 
 
-def _node_names() -> list[str]:
-    """Two nodes; a single one while this build has no replication (the contract allows it)."""
-    import importlib.util
-
-    return list(NODE_NAMES) if importlib.util.find_spec("mailpair.replication.receiver") else [NODE_NAMES[0]]
+def admin_urls(pair: dict[str, Any]) -> list[str]:
+    """The admin API URL of each node of the pair."""
+    return [f"http://{cfg.admin.host}:{cfg.admin.port}" for _, cfg in node_configs(pair)]
 
 
 def create_pair(root: Path, users: int, password: str, mode: str) -> dict[str, Any]:
@@ -112,7 +95,7 @@ def create_pair(root: Path, users: int, password: str, mode: str) -> dict[str, A
     witness.mkdir(exist_ok=True)
     secret = secrets.token_hex(16)
     token = secrets.token_hex(16)
-    node_names = _node_names()
+    node_names = list(NODE_NAMES)
     ports = {n: {k: free_port() for k in ("imap", "imaps", "lmtp", "smtp", "admin", "replication")} for n in NODE_NAMES}
     for i, name in enumerate(node_names):
         peer = NODE_NAMES[1 - i]
@@ -203,9 +186,7 @@ def wait_ready(pair: dict[str, Any], timeout: float = 90.0, want_healthy: bool =
     last_problem = "nodes not started"
     while time.monotonic() < deadline:
         try:
-            statuses = []
-            for _, cfg in _configs(pair):
-                statuses.append(_http_json(f"http://{cfg.admin.host}:{cfg.admin.port}/api/status", pair["admin_token"]))
+            statuses = [api_client.call(url + "/api/status", pair["admin_token"], timeout=2.0) for url in admin_urls(pair)]
             passive = [s for s in statuses if s["role"] == "passive"]
             if not want_healthy or not passive:
                 return
@@ -215,9 +196,9 @@ def wait_ready(pair: dict[str, Any], timeout: float = 90.0, want_healthy: bool =
             if copies and active_dbs <= have and all(c["status"] == "Healthy" for c in copies):
                 return
             last_problem = "copies: " + ", ".join(f"{c['node']}={c['status']}" for c in copies)
-        except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+        except (ApiError, OSError, ValueError, KeyError) as e:
             last_problem = str(e)
-        for _path, cfg in _configs(pair):
+        for _path, cfg in node_configs(pair):
             log = Path(cfg.data) / "node.log"
             state = read_state(Path(cfg.data))
             tail = log.read_bytes()[-4000:] if state is None and log.exists() else b""
@@ -234,7 +215,7 @@ def wait_ready(pair: dict[str, Any], timeout: float = 90.0, want_healthy: bool =
 def pair_up(root: Path, users: int = 3, password: str = "mailpair", mode: str = "async") -> dict[str, Any]:
     root = root.resolve()
     pair = load_pair(root) if (root / "pair.json").exists() else create_pair(root, users, password, mode)
-    for path, cfg in _configs(pair):
+    for path, cfg in node_configs(pair):
         start_node(path, cfg)
     wait_ready(pair)
     return describe(pair)
@@ -242,7 +223,7 @@ def pair_up(root: Path, users: int = 3, password: str = "mailpair", mode: str = 
 
 def describe(pair: dict[str, Any]) -> dict[str, Any]:
     nodes = []
-    for path, cfg in _configs(pair):
+    for path, cfg in node_configs(pair):
         state = read_state(Path(cfg.data)) or {}
         role = state.get("role", cfg.role)
         nodes.append(
@@ -274,7 +255,7 @@ def pair_down(root: Path, timeout: float = 20.0) -> list[str]:
     pair = load_pair(root.resolve())
     stopped = []
     waiting = []
-    for path, cfg in _configs(pair):
+    for path, cfg in node_configs(pair):
         state = read_state(Path(cfg.data))
         if state and _pid_alive(state["pid"], path):
             os.kill(state["pid"], signal.SIGTERM)

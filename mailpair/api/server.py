@@ -238,5 +238,5 @@ async def start_admin(node, host: str, port: int) -> AdminServer:
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1]
+    bound = runner.addresses[0][1]  # (host, port) of the socket the site bound
     return AdminServer(runner, site, bound)

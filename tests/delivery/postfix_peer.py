@@ -17,15 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from mailpair.ports import free_port
+
 
 def available() -> bool:
     return os.geteuid() == 0 and shutil.which("postfix") is not None and Path("/etc/postfix/master.cf").exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostfixRelay:
@@ -83,7 +79,7 @@ bounce_queue_lifetime = 0
 """
 
     def start(self, timeout: float = 30) -> PostfixRelay:
-        self.port = _free_port()
+        self.port = free_port()
         for sub in ("conf", "queue", "data"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
