@@ -26,7 +26,7 @@ import os
 import struct
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -172,6 +172,66 @@ def read_segment_header(path: Path, db_id: bytes | None = None) -> SegmentInfo:
     return SegmentInfo(path, first, prev, size)
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentScan:
+    """What a read-only scan of one segment found: its records in order up to `end`, then either
+    nothing but zeros, a torn tail, or damage."""
+
+    segment: SegmentInfo
+    records: int  # valid records, each with the LSN after the one before
+    last: Record | None  # the last of them
+    end: int  # offset after the last valid record, where the next one would go
+    damage: LogCorruption | None  # why the segment is damaged (the scan stopped there), or None
+    torn_tail: int  # bytes of an unfinished last write after `end` (never acknowledged), or 0
+
+
+def scan_segment(
+    seg: SegmentInfo,
+    expected: int,
+    is_last: bool,
+    on_record: Callable[[Record, int], None] | None = None,
+) -> SegmentScan:
+    """Read one segment and check it, changing nothing: every record must carry the LSN after the
+    one before (the first, `expected`). After the last valid record the rest must be zeros; in the
+    last segment (is_last) it may instead be a torn tail: bytes with no valid record beyond them.
+    Anything else is damage, returned, not raised. on_record(record, offset) sees each record.
+    The one scanner for the log's open (which raises the damage and cuts the torn tail), verify
+    and backup verify."""
+    with open(seg.path, "rb") as f:
+        buf = f.read()
+    off = SEGMENT_HEADER_SIZE
+    last: Record | None = None
+    count = 0
+    while True:
+        dec = decode_record(buf, off)
+        if dec is None:
+            break
+        rec, nxt = dec
+        if rec.lsn != expected:
+            damage = LogCorruption(
+                f"segment {seg.path.name}: record at offset {off} has LSN {rec.lsn}, expected {expected}",
+                segment=seg.path.name,
+                lsn=expected,
+            )
+            return SegmentScan(seg, count, last, off, damage, 0)
+        if on_record is not None:
+            on_record(rec, off)
+        last, off, expected, count = rec, nxt, expected + 1, count + 1
+    rest = buf[off:]
+    if not rest.strip(b"\0"):
+        return SegmentScan(seg, count, last, off, None, 0)
+    # Something that is not a valid record follows. It is a torn tail only if nothing valid lies
+    # beyond it: a valid later record means acknowledged data is behind damage.
+    if not is_last or _valid_record_after(buf, off, expected):
+        damage = LogCorruption(
+            f"segment {seg.path.name}: record LSN {expected} at offset {off} is damaged",
+            segment=seg.path.name,
+            lsn=expected,
+        )
+        return SegmentScan(seg, count, last, off, damage, 0)
+    return SegmentScan(seg, count, last, off, None, len(rest.rstrip(b"\0")))
+
+
 class TransactionLog:
     """One database's log directory. Appends come from one thread (the database's writer);
     readers (replay, shipping, verify) may read concurrently from other threads."""
@@ -265,43 +325,27 @@ class TransactionLog:
                 )
 
     def _scan_segment(self, seg: SegmentInfo, expected: int, is_last: bool) -> tuple[int, Record | None]:
-        with open(seg.path, "rb") as f:
-            buf = f.read()
-        off = SEGMENT_HEADER_SIZE
-        last: Record | None = None
+        """scan_segment, keeping offset marks; damage is raised and a torn tail is cut (zeroed
+        durably) so appends go on from the last whole record."""
         lsns, offsets = self._marks.setdefault(seg.first_lsn, ([], []))
-        while True:
-            dec = decode_record(buf, off)
-            if dec is None:
-                break
-            rec, nxt = dec
-            if rec.lsn != expected:
-                raise LogCorruption(
-                    f"segment {seg.path.name}: record at offset {off} has LSN {rec.lsn}, expected {expected}",
-                    segment=seg.path.name,
-                    lsn=expected,
-                )
+
+        def mark(rec: Record, off: int) -> None:
             if (rec.lsn - seg.first_lsn) % MARK_EVERY == 0:
                 lsns.append(rec.lsn)
                 offsets.append(off)
-            last, off, expected = rec, nxt, expected + 1
-        rest = buf[off:]
-        if rest.strip(b"\0"):
-            # Something that is not a valid record follows. It is a torn tail only if nothing
-            # valid lies beyond it: a valid later record means acknowledged data is behind damage.
-            if not is_last or _valid_record_after(buf, off, expected):
-                raise LogCorruption(
-                    f"segment {seg.path.name}: record LSN {expected} at offset {off} is damaged",
-                    segment=seg.path.name,
-                    lsn=expected,
-                )
-            self.torn_tail_cut = len(rest.rstrip(b"\0"))
+
+        scan = scan_segment(seg, expected, is_last, mark)
+        if scan.damage is not None:
+            raise scan.damage
+        if scan.torn_tail:
+            self.torn_tail_cut = scan.torn_tail
             with open(seg.path, "r+b") as f:
-                f.seek(off)
-                f.write(b"\0" * len(rest))
+                size = f.seek(0, os.SEEK_END)
+                f.seek(scan.end)
+                f.write(b"\0" * (size - scan.end))
                 f.flush()
                 os.fsync(f.fileno())
-        return off, last
+        return scan.end, scan.last
 
     # ------------------------------------------------------------------ append
     def append(self, raw_records: list[bytes], last: Record) -> None:

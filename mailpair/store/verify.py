@@ -14,13 +14,7 @@ from pathlib import Path
 import crc32c
 
 from mailpair.filemodes import loose
-from mailpair.store.log import (
-    SEGMENT_HEADER_SIZE,
-    LogCorruption,
-    _valid_record_after,
-    decode_record,
-    read_segment_header,
-)
+from mailpair.store.log import LogCorruption, read_segment_header, scan_segment
 from mailpair.store.schema import get_meta
 
 
@@ -72,31 +66,17 @@ def verify_database(path: Path) -> Report:
         if seg.first_lsn != expected:
             rep.bad(f"segment {seg.path.name} starts at LSN {seg.first_lsn}, expected {expected}", expected)
             break
-        buf = seg.path.read_bytes()
-        off = SEGMENT_HEADER_SIZE
-        while True:
-            dec = decode_record(buf, off)
-            if dec is None:
-                break
-            rec, off = dec
-            if rec.lsn != expected:
-                rep.bad(f"segment {seg.path.name}: LSN {rec.lsn} where {expected} belongs", expected)
-                break
-            expected += 1
-            rep.records += 1
-        if not rep.ok:
+        scan = scan_segment(seg, expected, is_last=i == len(segs) - 1)
+        rep.records += scan.records
+        expected += scan.records
+        if scan.damage is not None:
+            rep.bad(str(scan.damage), scan.damage.lsn)
             break
-        rest = buf[off:]
-        if rest.strip(b"\0"):
-            last = i == len(segs) - 1
-            if last and not _valid_record_after(buf, off, expected):
-                rep.notes.append(
-                    f"torn tail after LSN {expected - 1} in {seg.path.name} "
-                    f"({len(rest.rstrip(bytes(1)))} bytes, never acknowledged; cut at next open)"
-                )
-            else:
-                rep.bad(f"segment {seg.path.name}: record LSN {expected} at offset {off} is damaged", expected)
-                break
+        if scan.torn_tail:
+            rep.notes.append(
+                f"torn tail after LSN {expected - 1} in {seg.path.name} "
+                f"({scan.torn_tail} bytes, never acknowledged; cut at next open)"
+            )
     rep.last_lsn = expected - 1
     state = path / "state.sqlite"
     if not state.exists():

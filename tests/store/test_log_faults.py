@@ -53,9 +53,11 @@ def test_torn_tail_is_cut_and_reported(tmp_path):
     with open(seg, "r+b") as f:
         f.seek(end)
         f.write(partial[: len(partial) // 2].replace(last_lsn.to_bytes(8, "little"), (last_lsn + 1).to_bytes(8, "little"), 1))
+    torn = seg.read_bytes()
     code, reports = verify_cli(tmp_path)
     assert code == 0, reports
     assert any("torn tail" in n for n in reports[0]["notes"])
+    assert seg.read_bytes() == torn  # verify reads; only the next open cuts
     store = open_store(tmp_path)
     try:
         assert digest_node(tmp_path) == before  # nothing acknowledged was lost, nothing torn was applied
