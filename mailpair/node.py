@@ -28,7 +28,7 @@ from mailpair.replication import ReplicationSettings, start_receiver, start_ship
 from mailpair.store import DatabaseConfig, NodeStore, Preparer
 from mailpair.store.prepare import default_workers
 
-log = logging.getLogger("mailpair.node")
+logger = logging.getLogger("mailpair.node")
 
 
 class Node:
@@ -48,7 +48,7 @@ class Node:
         entry = {"time": time.time(), "kind": kind, "message": message, **fields}
         self.events.append(entry)
         del self.events[:-200]
-        log.info("%s: %s", kind, message)
+        logger.info("%s: %s", kind, message)
 
     def db_config(self) -> DatabaseConfig:
         return DatabaseConfig(segment_size=self.config.segment_size, max_message_bytes=self.config.max_message_bytes)
@@ -114,7 +114,7 @@ class Node:
                 try:
                     await server.close()
                 except Exception:
-                    log.exception("closing %s failed", name)
+                    logger.exception("closing %s failed", name)
         if self.receiver is not None:
             await self.receiver.close()
         if self.store is not None:

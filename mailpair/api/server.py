@@ -23,7 +23,7 @@ from mailpair.api.pairview import merge_statuses
 from mailpair.store import StoreError, hash_password, names
 from mailpair.store.accounts import list_accounts
 
-log = logging.getLogger("mailpair.admin")
+logger = logging.getLogger("mailpair.admin")
 
 OPEN_PATHS = {"/health", "/health/active", "/health/passive", "/metrics", "/openapi.json", "/", "/dashboard"}
 
@@ -80,7 +80,7 @@ def build_app(node) -> web.Application:
         except (StoreError, ValueError) as e:
             return _error(400, str(e))
         except Exception as e:  # the API answers, it does not drop the connection
-            log.exception("admin API error")
+            logger.exception("admin API error")
             return _error(500, f"internal error: {e}")
 
     app = web.Application(middlewares=[auth], client_max_size=1024 * 1024)

@@ -15,7 +15,7 @@ from typing import Any
 from mailpair.config import NodeConfig
 from mailpair.protocols.tls import self_signed
 
-log = logging.getLogger("mailpair.protocols")
+logger = logging.getLogger("mailpair.protocols")
 
 
 def _settings(cls: type, **values: Any) -> Any:
@@ -31,7 +31,7 @@ def node_certificate(config: NodeConfig) -> tuple[str | None, str | None]:
     try:
         cert, key = self_signed(Path(config.data) / "tls", config.domain)
     except (OSError, subprocess.SubprocessError) as e:
-        log.warning("no TLS certificate (cannot make a self-signed one: %s)", e)
+        logger.warning("no TLS certificate (cannot make a self-signed one: %s)", e)
         return None, None
     return str(cert), str(key)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mailpair.store.schema import connect
 
-log = logging.getLogger("mailpair.store")
+logger = logging.getLogger("mailpair.store")
 
 POKE_EVERY = 256  # records between checkpoints: about a thousand 4 KiB pages of deliveries
 RESTART_WAIT_MS = 50  # how long a RESTART checkpoint waits for the writer and readers
@@ -67,7 +67,7 @@ class Checkpointer:
                 except sqlite3.Error as e:
                     # Nothing is lost: the pages stay in the WAL for the next try or the writer's
                     # own checkpoint.
-                    log.warning("state file %s: background checkpoint failed: %s", self.path, e)
+                    logger.warning("state file %s: background checkpoint failed: %s", self.path, e)
         finally:
             if conn is not None:
                 conn.close()

@@ -46,7 +46,7 @@ from mailpair.store.prepare import DEFAULT_MAX_MESSAGE
 from mailpair.store.records import RecordType, pack, unpack
 from mailpair.store.schema import connect, get_meta, set_meta
 
-log = logging.getLogger("mailpair.store")
+logger = logging.getLogger("mailpair.store")
 
 CHECKPOINT_EVERY = 20_000  # records between automatic checkpoints
 MAX_BATCH = 512  # operations one group commit takes in at most (bounds its latency)
@@ -163,7 +163,7 @@ class Database:
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.name}")
         self._read_conn: sqlite3.Connection | None = None
         self._needs_replay = False
-        self._held: Any = None  # taken from the queue by a batch that could not take it in
+        self._carried: Any = None  # an item a batch took from the queue but could not take in: next turn starts with it
         self._checkpointer: Checkpointer | None = None
         self.applied_lsn = 0
         self.commit_latency: list[float] = []  # seconds; drained by metrics
@@ -297,23 +297,6 @@ class Database:
         return total
 
     # ------------------------------------------------------------------ passive copy
-    def store_received(self, records: list[Record], raw: list[bytes] | None = None) -> int:
-        """Store records received from the active (already inspected) in this copy's log, with
-        fsync. They must continue the log exactly and never go back in epoch. Returns the stored
-        LSN. Runs on the writer thread so it is ordered with replay."""
-        if not records:
-            return self.log.last_lsn
-
-        def store() -> int:
-            expected, epoch = self.log.last_lsn + 1, self.log.last_epoch
-            for i, rec in enumerate(records):
-                check_next(rec.lsn, rec.epoch, expected + i, epoch)
-                epoch = rec.epoch
-            self.log.append(raw if raw is not None else [r.encode() for r in records], records[-1])
-            return self.log.last_lsn
-
-        return self.call_on_writer(store)
-
     def replay_stored(self, upto: int | None = None, batch: int | None = None) -> int:
         """Apply stored records up to `upto` (default: all) on the writer thread: the passive's
         replayer. Returns how many were applied."""
@@ -330,8 +313,9 @@ class Database:
         return self.call_on_writer(replay)
 
     def set_writable(self, writable: bool, epoch: int | None = None) -> None:
-        """Change role, ordered with writes. A node that becomes active in a new epoch writes an
-        EPOCH record first, so every later record carries it."""
+        """Change role, ordered with writes; with an epoch higher than the current one, later
+        records carry it. It writes no record: to begin an epoch with the EPOCH record that shows
+        in the log where it began, commit the `epoch` operation (it raises the epoch itself)."""
 
         def change() -> None:
             self.writable = writable
@@ -386,8 +370,8 @@ class Database:
 
     def _write_loop(self) -> None:
         while True:
-            if self._held is not None:
-                item, self._held = self._held, None
+            if self._carried is not None:
+                item, self._carried = self._carried, None
             else:
                 item = self._queue.get()
             batch: list[_Request] = []
@@ -395,11 +379,11 @@ class Database:
                 batch.append(item)
                 item = self._next_nowait()
             if batch:
-                self._held = item  # for the next turn: a call or a stop comes after this batch
+                self._carried = item  # for the next turn: a call or a stop comes after this batch
                 try:
                     self._commit_batch(batch)
                 except BaseException as e:  # never leave a caller waiting, nor a transaction open
-                    log.exception("database %s: write failed", self.name)
+                    logger.exception("database %s: write failed", self.name)
                     if self._conn is not None:
                         _rollback(self._conn)
                     if self.log.last_lsn > self.applied_lsn:
@@ -431,7 +415,7 @@ class Database:
         try:
             records, payloads, outcomes = self._decide_batch(batch, now_us, careful=False)
         except Exception as e:
-            log.warning("database %s: a record of a batch cannot be applied (%s); applying one at a time", self.name, e)
+            logger.warning("database %s: a record of a batch cannot be applied (%s); applying one at a time", self.name, e)
             self.stats["redone"] += 1
             _rollback(conn)
             conn.execute("BEGIN IMMEDIATE")
@@ -441,7 +425,7 @@ class Database:
                 # inside the open transaction, and before the log: once records are durable
                 # nothing may fail that would tell their callers they did not happen
                 set_meta(conn, "applied_lsn", records[-1].lsn)
-                set_meta(conn, "epoch", self.epoch)
+                set_meta(conn, "epoch", records[-1].epoch)
                 raws = [r.encode() for r in records]
                 self._check_room(sum(len(r) for r in raws))
                 self.log.append(raws, records[-1])
@@ -463,12 +447,13 @@ class Database:
                 replayed = True
             except Exception as e2:
                 self._needs_replay = True
-                log.error("database %s: cannot update the state (%s; replay: %s)", self.name, e, e2)
+                logger.error("database %s: cannot update the state (%s; replay: %s)", self.name, e, e2)
                 err = StoreUnavailable(f"cannot update the database now ({e}); the change is in the log and will be applied")
                 _resolve([(req, None, err) for req, _, _ in outcomes])
                 return
         if records:
             self.applied_lsn = records[-1].lsn
+            self.epoch = max(self.epoch, records[-1].epoch)
             self.stats["records"] += len(records)
             self._checkpointer.committed(len(records))
         self.stats["batches"] += 1
@@ -502,7 +487,7 @@ class Database:
         transaction: the exception goes to the caller, who rolls back and asks again, careful,
         where every record is applied at once inside a savepoint and a bad one fails alone."""
         conn = self._conn
-        alloc = decide.Allocator(conn, now_us)
+        alloc = decide.Allocator(conn, now_us, self.epoch)
         records: list[Record] = []
         payloads: list[dict[str, Any]] = []
         outcomes: list[tuple[_Request, Any, BaseException | None]] = []
@@ -520,11 +505,11 @@ class Database:
             if i == len(batch):
                 # Requests that came in while this batch was being decided join it, so they share
                 # its fsync instead of waiting for the next one; a call or a stop ends the batch.
-                if careful or self._held is not None or len(batch) >= MAX_BATCH:
+                if careful or self._carried is not None or len(batch) >= MAX_BATCH:
                     break
                 nxt = self._next_nowait()
                 if not isinstance(nxt, _Request):
-                    self._held = nxt
+                    self._carried = nxt
                     break
                 batch.append(nxt)
             req = batch[i]
@@ -535,14 +520,15 @@ class Database:
                 apply_run()
             try:
                 payload, result = fn(conn, alloc, req.args)
-                rec = None if payload is None else Record(lsn + 1, self.epoch, now_us, int(rtype), pack(payload))
+                rec_epoch = payload["epoch"] if payload is not None and rtype is RecordType.EPOCH else alloc.epoch
+                rec = None if payload is None else Record(lsn + 1, rec_epoch, now_us, int(rtype), pack(payload))
             except (StoreError, ValueError, ReplayError, sqlite3.IntegrityError) as e:
                 outcomes.append((req, None, e if isinstance(e, StoreError) else StoreError(str(e))))
                 continue
             except Exception as e:
                 # An argument no record can hold (an int over 64 bits, say) or a bug: this
                 # operation fails alone; nothing was written for it.
-                log.exception("database %s: %s failed", self.name, req.kind)
+                logger.exception("database %s: %s failed", self.name, req.kind)
                 outcomes.append((req, None, StoreError(f"{req.kind} cannot be done: {type(e).__name__}: {e}")))
                 continue
             if rec is not None:
@@ -562,13 +548,14 @@ class Database:
                         conn.execute("RELEASE op")
                         alloc.applied()
                         if not isinstance(e, ReplayError | sqlite3.IntegrityError):
-                            log.exception("database %s: %s cannot be applied", self.name, req.kind)
+                            logger.exception("database %s: %s cannot be applied", self.name, req.kind)
                         outcomes.append((req, None, StoreError(f"{req.kind} cannot be done: {e}")))
                         continue
                     conn.execute("RELEASE op")
                     alloc.applied()
                 lsn += 1
                 records.append(rec)
+                alloc.epoch = rec.epoch
                 payloads.append(payload)
                 if isinstance(result, dict):
                     result["lsn"] = rec.lsn  # a dict the decider made for this call
@@ -584,7 +571,7 @@ class Database:
             try:
                 fn(records, raws)
             except Exception:
-                log.exception("log listener failed")
+                logger.exception("log listener failed")
 
     def _check_room(self, nbytes: int) -> None:
         """Refuse a batch the disk cannot take whole: its records in the log, then the state's
@@ -680,7 +667,7 @@ class Database:
             try:
                 fn(changes)
             except Exception:
-                log.exception("listener failed")
+                logger.exception("listener failed")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -43,9 +43,10 @@ class Allocator:
     and it holds what deliveries decided but the writer has not applied yet: deliveries are applied
     together, so the next delivery's UIDs and quota must count the ones before it."""
 
-    def __init__(self, conn: sqlite3.Connection, now_us: int):
+    def __init__(self, conn: sqlite3.Connection, now_us: int, epoch: int = 1):
         self.conn = conn
         self.now_s = now_us // 1_000_000
+        self.epoch = epoch  # the epoch the next record is written in (an EPOCH record raises it)
         self._uidnext: dict[int, int] = {}  # mailbox id -> next UID after the deferred deliveries
         self._added: dict[str, int] = {}  # account -> bytes the deferred deliveries add
         self._rows: dict[tuple[str, str], tuple | None] = {}  # (account, mailbox) -> state row
@@ -348,7 +349,17 @@ def expunge(conn, alloc, a) -> Decision:
 
 
 def epoch(conn, alloc, a) -> Decision:
-    return {"epoch": int(a["epoch"])}, {"epoch": int(a["epoch"])}
+    """Begin a new epoch: the record a node writes first when it becomes active (the failover
+    work writes it; nothing does yet). The writer puts the new epoch in this record's header as
+    well as its payload, so it is the first record of its epoch, and gives every later record the
+    same; replay sets the state's epoch from it. An epoch that does not grow is refused, so no
+    record of an older epoch follows a newer one (rule 3). Tested in tests/store/test_store_ops.py."""
+    new = a["epoch"]
+    if isinstance(new, bool) or not isinstance(new, int):
+        raise StoreError("epoch must be an integer")
+    if new <= alloc.epoch:
+        raise StoreError(f"epoch {new} is not newer than the current epoch {alloc.epoch}")
+    return {"epoch": new}, {"epoch": new}
 
 
 # Operations whose records the writer may apply together, after deciding the ones that follow.

@@ -19,7 +19,7 @@ from mailpair.store.prepare import Preparer
 
 DEFAULT_DATABASE = "mail"
 
-log = logging.getLogger("mailpair.store")
+logger = logging.getLogger("mailpair.store")
 
 
 class NodeStore:
@@ -49,7 +49,7 @@ class NodeStore:
                 if not keep_going:
                     raise
                 self.broken[path.name] = str(e)
-                log.error("database %s cannot be opened: %s", path.name, e)
+                logger.error("database %s cannot be opened: %s", path.name, e)
                 with contextlib.suppress(Exception):
                     db.log.close()
                 continue

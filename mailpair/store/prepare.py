@@ -32,7 +32,7 @@ from mailpair.mime import analyse
 from mailpair.store.errors import TooLarge
 from mailpair.store.records import pack
 
-log = logging.getLogger("mailpair.store")
+logger = logging.getLogger("mailpair.store")
 
 DEFAULT_MAX_MESSAGE = 25 * 1024 * 1024
 _REQUEST = struct.Struct("<QI")
@@ -204,7 +204,7 @@ class Preparer:
             with contextlib.suppress(ProcessLookupError):
                 helper.proc.kill()
         if not self._closing:
-            log.warning("message analysis helper stopped; starting another")
+            logger.warning("message analysis helper stopped; starting another")
             self._keep(self._respawn(helper))
 
     async def _respawn(self, helper: _Helper) -> None:
@@ -215,7 +215,7 @@ class Preparer:
             try:
                 await self._spawn()
             except Exception:
-                log.exception("cannot start a message analysis helper; analysing in-process")
+                logger.exception("cannot start a message analysis helper; analysing in-process")
 
     async def _watch(self) -> None:
         """A helper that sits on one message longer than stall_s is stopped: its messages are
@@ -226,7 +226,7 @@ class Preparer:
             for helper in list(self.helpers):
                 oldest = next(iter(helper.pending.values()), None)
                 if oldest is not None and now - oldest[1] > self.stall_s and helper.transport is not None:
-                    log.warning("message analysis helper stalled for %.0f s; replacing it", now - oldest[1])
+                    logger.warning("message analysis helper stalled for %.0f s; replacing it", now - oldest[1])
                     helper.transport.abort()
 
     def _keep(self, coro: Any) -> None:

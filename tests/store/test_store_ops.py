@@ -194,3 +194,25 @@ def test_an_operation_that_cannot_be_recorded_fails_alone_and_the_store_goes_on(
         }
     finally:
         db.close()
+
+
+def test_epoch_record_begins_an_epoch_that_only_grows(tmp_path):
+    store = open_store(tmp_path / "a")
+    db = store.default_database()
+    db.commit("account_add", name="alice", hash=FAST_HASH, quota=0)
+    assert db.epoch == 1
+    res = db.commit("epoch", epoch=3)
+    assert res["epoch"] == 3 and db.epoch == 3
+    deliver(db, "alice", 1)
+    records = list(db.log.read_from(1, db.log.last_lsn))
+    assert [r.epoch for r in records] == [1, 3, 3]  # the EPOCH record is the first of its epoch
+    for bad in (3, 2, "4", True):
+        with pytest.raises(StoreError):
+            db.commit("epoch", epoch=bad)
+    assert db.epoch == 3 and db.log.last_lsn == 3  # refused: nothing written
+    store.close()
+    store = open_store(tmp_path / "a")
+    try:
+        assert store.default_database().epoch == 3
+    finally:
+        store.close()
