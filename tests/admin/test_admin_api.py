@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pairutil import active, http, pair_down, pair_up
+
+from tests.helpers.pair import active, http, pair_down, pair_up
 
 
 @pytest.fixture(scope="module")

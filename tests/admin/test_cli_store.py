@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from tests.helpers.pair import pair_down, pair_up
+
 
 def mp(*args, input=None):
     return subprocess.run([sys.executable, "-m", "mailpair", *args], capture_output=True, text=True, input=input, timeout=60)
@@ -84,8 +86,6 @@ def test_a_third_node_is_refused(tmp_path):
 
 def test_damaged_state_file_stops_the_node_with_the_fix_and_rebuild_brings_it_back(tmp_path):
     import imaplib
-
-    from pairutil import pair_down, pair_up
 
     root = tmp_path / "pair"
     info = pair_up(root, users=1)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from delivery.util import DeliveryNode
+from tests.helpers.delivery import DeliveryNode
 
 
 @pytest.fixture

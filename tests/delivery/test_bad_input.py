@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from delivery.util import DOMAIN, DeliveryNode, RawClient, lmtp_session, message, stuff
 from mailpair.protocols.delivery import DeliverySettings
+from tests.helpers.delivery import DOMAIN, DeliveryNode, RawClient, lmtp_session, message, stuff
 
 
 def still_serving(node: DeliveryNode, user: str = "bob") -> None:

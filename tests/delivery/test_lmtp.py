@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import smtplib
 
-from delivery.util import DOMAIN, lmtp_session, message, stuff
+from tests.helpers.delivery import DOMAIN, DeliveryNode, RawClient, lmtp_session, message, stuff
 
 
 def test_per_recipient_replies_in_rcpt_order(node):
@@ -61,8 +61,6 @@ def test_dot_stuffing_and_null_sender(node):
 def test_smtplib_lmtp_and_unix_socket(tmp_path):
     from dataclasses import replace
 
-    from delivery.util import DeliveryNode
-
     path = str(tmp_path / "lmtp.sock")
     n = DeliveryNode(tmp_path / "n")
     try:
@@ -87,7 +85,7 @@ def test_smtplib_lmtp_and_unix_socket(tmp_path):
 
 def test_lhlo_capabilities_and_wrong_greeting(node):
     c = lmtp_session(node.lmtp.port)
-    c2 = __import__("delivery.util", fromlist=["RawClient"]).RawClient(node.lmtp.port)
+    c2 = RawClient(node.lmtp.port)
     assert c2.reply()[0].startswith("220")
     assert c2.cmd("EHLO x")[0].startswith("500")
     assert c2.cmd("MAIL FROM:<a@b.c>")[0].startswith("503")

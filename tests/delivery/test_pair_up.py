@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pairutil import active, pair_down, pair_up  # noqa: E402
+from tests.helpers.pair import active, pair_down, pair_up
 
 pytestmark = pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
 

@@ -8,8 +8,8 @@ import smtplib
 
 import pytest
 
-from delivery.postfix_peer import PostfixRelay, available
-from delivery.util import DOMAIN, message
+from tests.helpers.delivery import DOMAIN, message
+from tests.helpers.postfix import PostfixRelay, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs root and Debian's postfix (scripts/setup.sh --test)")
 

@@ -3,11 +3,13 @@ recipients fare differently, internal date, and shutdown with deliveries in flig
 
 from __future__ import annotations
 
+import functools
 import smtplib
 import threading
 import time
 
-from delivery.util import DOMAIN, FAST_HASH, lmtp_session, message, stuff
+from tests.helpers.delivery import DOMAIN, FAST_HASH, DeliveryNode, lmtp_session, message, stuff
+from tests.helpers.threads import run_workers
 
 
 def test_recipients_in_two_databases_one_transaction(node):
@@ -51,8 +53,6 @@ def test_smtp_mixed_result_is_reported_as_the_failure(node):
 def test_shutdown_with_deliveries_in_flight(tmp_path):
     """Every client gets either its 250 (and the message is stored) or a 421 (and may retry):
     no acknowledged message is missing, no reply is lost."""
-    from delivery.util import DeliveryNode
-
     node = DeliveryNode(tmp_path / "n")
     outcomes: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -81,14 +81,12 @@ def test_shutdown_with_deliveries_in_flight(tmp_path):
             if not reply.startswith("250"):
                 return
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)
-    node.call(node.lmtp.close())
-    node.call(node.smtp.close())
-    for t in threads:
-        t.join(20)
+    def close_listeners() -> None:
+        time.sleep(0.5)
+        node.call(node.lmtp.close())
+        node.call(node.smtp.close())
+
+    run_workers([functools.partial(client, k) for k in range(6)], timeout=20, during=close_listeners)
     stored = {raw.split(b"Subject: ")[1].split(b"\r\n")[0].decode() for raw in node.messages("alice")}
     acked = {s for s, r in outcomes if r.startswith("250")}
     assert acked and acked <= stored

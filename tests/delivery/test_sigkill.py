@@ -3,14 +3,16 @@ a real `mailpair node run` process, a raw LMTP client, kill -9, then the store r
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
 import time
 from pathlib import Path
 
-from delivery.util import lmtp_session, message, start_node, stuff
 from mailpair.store import NodeStore
+from tests.helpers.delivery import lmtp_session, message, start_node, stuff
+from tests.helpers.threads import run_workers
 
 
 def stored_subjects(data: Path) -> list[str]:
@@ -85,18 +87,16 @@ def test_every_acknowledged_delivery_survives_sigkill_under_load(tmp_path):
         except (ConnectionError, OSError, AssertionError):
             pass  # the server died under us
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(1.5)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        stop.set()
-        proc.kill()
-        proc.wait(10)
-        for t in threads:
-            t.join(10)
+    def kill_the_node() -> None:
+        try:
+            time.sleep(1.5)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            stop.set()
+            proc.kill()
+            proc.wait(10)
+
+    run_workers([functools.partial(client, k) for k in range(8)], timeout=10, during=kill_the_node)
     print(f"{len(acked)} acknowledged before SIGKILL")
     assert len(acked) > 20
     stored = set(stored_subjects(data))

@@ -7,7 +7,7 @@ import ssl
 
 import pytest
 
-from delivery.util import DOMAIN, message
+from tests.helpers.delivery import DOMAIN, DeliveryNode, message
 
 
 def test_ehlo_extensions_and_delivery(node):
@@ -54,8 +54,6 @@ def test_unknown_user_and_domain(node):
 def test_size_limit_declared_and_actual(tmp_path):
     from dataclasses import replace
 
-    from delivery.util import DeliveryNode
-
     n = DeliveryNode(tmp_path / "n")
     n.close()
     n = DeliveryNode(tmp_path / "n2", settings=replace(n.settings, max_message_bytes=10_000), users=("alice",))
@@ -91,8 +89,6 @@ def test_smtputf8_and_8bit(node):
 def test_too_many_recipients(tmp_path):
     from dataclasses import replace
 
-    from delivery.util import DeliveryNode
-
     n = DeliveryNode(tmp_path / "n", users=("alice",))
     n.close()
     n = DeliveryNode(tmp_path / "n2", settings=replace(n.settings, max_recipients=2), users=("alice",))
@@ -126,7 +122,6 @@ def test_configured_certificate_and_missing_openssl(tmp_path, monkeypatch):
     (without STARTTLS) rather than keeping the node from starting."""
     import subprocess
 
-    from delivery.util import DeliveryNode
     from mailpair.protocols.smtp import start_smtp
 
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mx.test",

@@ -3,6 +3,7 @@ with every kind of bad input; afterwards the store holds exactly the acknowledge
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import smtplib
@@ -11,7 +12,8 @@ import time
 
 import pytest
 
-from delivery.util import DOMAIN, lmtp_session, message, stuff
+from tests.helpers.delivery import DOMAIN, lmtp_session, message, stuff
+from tests.helpers.threads import run_workers
 
 BAD = [
     b"Subject: bad\r\n\r\nbare\nLF\r\n.\r\n",
@@ -63,12 +65,10 @@ def test_mixed_traffic_soak(node):
                     with lock:
                         acked.append(subject)
 
-    threads = [threading.Thread(target=lmtp_client, args=(k,)) for k in range(6)]
-    threads += [threading.Thread(target=smtp_client, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(seconds + 60)
+    # A worker's failed assert or error fails the test (in a plain thread it would only print).
+    workers = [functools.partial(lmtp_client, k) for k in range(6)]
+    workers += [functools.partial(smtp_client, k) for k in range(2)]
+    run_workers(workers, timeout=seconds + 60)
     assert not refused
     subjects = [raw.split(b"Subject: ")[1].split(b"\r\n")[0].decode() for raw in node.messages("alice")]
     assert sorted(subjects) == sorted(acked)  # every acknowledged message once, nothing else

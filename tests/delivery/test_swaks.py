@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from delivery.util import DOMAIN, DeliveryNode
 from mailpair.protocols.lmtp import start_lmtp
+from tests.helpers.delivery import DOMAIN, DeliveryNode
 
 pytestmark = pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed (scripts/setup.sh --test)")
 

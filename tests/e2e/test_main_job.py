@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.helpers.pair import pair_down, status
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-from pairutil import pair_down, status  # noqa: E402
 
 
 def readme_main_command() -> str:

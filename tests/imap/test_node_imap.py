@@ -8,7 +8,7 @@ import time
 
 import imapclient
 
-from tests.pairutil import active, pair_down, pair_up
+from tests.helpers.pair import active, pair_down, pair_up
 
 
 def test_lmtp_to_imap_on_a_running_pair(tmp_path):

@@ -28,7 +28,7 @@ import pytest
 
 from mailpair.config import Listen, NodeConfig
 from mailpair.store.log import SEGMENT_HEADER_SIZE, decode_record
-from tests import pairutil
+from tests.helpers import pair as pairutil
 
 ROOT = Path(__file__).resolve().parents[2]
 

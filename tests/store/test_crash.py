@@ -13,12 +13,13 @@ from pathlib import Path
 from mailpair.store import NodeStore
 from mailpair.store.verify import verify_database
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_and_kill(data: Path, start: int, acks_wanted: int) -> set[int]:
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "crash_writer.py"), str(data), str(start), "16"],
+        [sys.executable, "-m", "tests.helpers.crash_writer", str(data), str(start), "16"],
+        cwd=ROOT,  # where `tests` is a package to import
         stdout=subprocess.PIPE,
         text=True,
     )

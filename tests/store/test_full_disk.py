@@ -8,10 +8,10 @@ import subprocess
 import threading
 
 import pytest
-from util import FAST_HASH, deliver, message, open_store
 
 from mailpair.store import StoreUnavailable, prepare_message
 from mailpair.store.verify import verify_database
+from tests.helpers.store import FAST_HASH, deliver, message, open_store
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import threading
 import time
 
 import pytest
-from util import FAST_HASH, message, open_store
 
 from mailpair.store import OverQuota, StoreError, prepare_message
 from mailpair.store import database as database_module
 from mailpair.store.digest import digest_node
+from tests.helpers.store import FAST_HASH, message, open_store
 
 
 @pytest.fixture

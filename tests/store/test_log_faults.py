@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from util import FAST_HASH, deliver, open_store
 
 from mailpair.store import StoreUnavailable
 from mailpair.store.digest import digest_node
 from mailpair.store.log import SEGMENT_HEADER_SIZE, LogCorruption, decode_record
+from tests.helpers.store import FAST_HASH, deliver, open_store
 
 
 def _mailbox(tmp_path, n=20, **config):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from util import FAST_HASH, deliver, open_store
-
 from mailpair.store.digest import digest_node
+from tests.helpers.store import FAST_HASH, deliver, open_store
 
 
 def test_truncation_honours_every_pin(tmp_path):

@@ -9,9 +9,9 @@ import os
 import signal
 
 import pytest
-from util import message
 
 from mailpair.store import Preparer, TooLarge, prepare_message
+from tests.helpers.store import message
 
 
 async def wait_for_helpers(preparer: Preparer, n: int, old: set[int]) -> None:

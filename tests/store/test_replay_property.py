@@ -13,10 +13,10 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from util import FAST_HASH, message
 
 from mailpair.store import Database, DatabaseConfig, NodeStore, StoreError, prepare_message
 from mailpair.store.digest import digest_node
+from tests.helpers.store import FAST_HASH, message
 
 USERS = ["alice", "bob"]
 BOXES = ["INBOX", "Work", "Work/Old", "Trash", "inbox", "Lists"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from util import FAST_HASH, deliver, message, open_store
 
 from mailpair.store import (
     MailboxExists,
@@ -19,6 +18,7 @@ from mailpair.store import (
     verify_password,
 )
 from mailpair.store.names import InvalidName, check_flag, check_mailbox, check_user
+from tests.helpers.store import FAST_HASH, deliver, message, open_store
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
+
+from mailpair.api.client import request
 
 
 def mailpair(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
@@ -29,18 +30,9 @@ def status(root: Path) -> dict:
     return json.loads(mailpair("status", "--dir", str(root), "--json").stdout)
 
 
-def http(url: str, token: str | None = None, method: str = "GET", body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+def http(url: str, token: str | None = None, method: str = "GET", body=None) -> tuple[int, bytes]:
+    """(status, body) of one admin API call, whatever the status."""
+    return request(url, token, method, body, timeout=10)
 
 
 def active(info: dict) -> dict:

@@ -1,5 +1,6 @@
 """A writer process for the crash test: delivers messages from several threads and prints
-"ACK n" (flushed) for each delivery the store acknowledged. The test kills it with SIGKILL."""
+"ACK n" (flushed) for each delivery the store acknowledged. The test kills it with SIGKILL.
+Run from the repository root as `python -m tests.helpers.crash_writer DATA START THREADS`."""
 
 from __future__ import annotations
 
@@ -8,11 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from util import FAST_HASH, message  # noqa: E402
-
-from mailpair.store import DatabaseConfig, NodeStore, prepare_message  # noqa: E402
+from mailpair.store import DatabaseConfig, NodeStore, prepare_message
+from tests.helpers.store import FAST_HASH, message
 
 
 def main() -> None:

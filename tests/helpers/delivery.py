@@ -18,8 +18,8 @@ from mailpair.protocols.delivery import DeliverySettings
 from mailpair.protocols.lmtp import start_lmtp
 from mailpair.protocols.smtp import start_smtp
 from mailpair.store import NodeStore
+from tests.helpers.store import FAST_HASH  # delivery never checks passwords
 
-FAST_HASH = "$scrypt$ln=1,r=8,p=1$c2FsdA$eA"  # delivery never checks passwords
 DOMAIN = "example.test"
 
 
