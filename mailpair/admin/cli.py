@@ -7,11 +7,13 @@ never write the same database at once.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from rich.table import Table
 
 from mailpair.admin import pair as pairmod
 from mailpair.admin.statustable import status_table
-from mailpair.admin.target import Api, connect, fail, on_node
+from mailpair.admin.target import Api, Target, connect, fail, on_node
 from mailpair.api.pairview import merge_statuses
 from mailpair.datadir import START_FAILURE, DataDirLocked, lock_data_dir
 from mailpair.filemodes import private_umask
@@ -147,12 +149,24 @@ _target = [
     click.option("--admin", multiple=True, help="admin API URL of a node (repeat for both)"),
     click.option("--token", envvar="MAILPAIR_TOKEN", help="admin token"),
 ]
+_data_opt = click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="a stopped node's data directory")
 
 
-def target_options(fn):
-    for opt in reversed(_target):
-        fn = opt(fn)
-    return fn
+def target_options(with_data: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options naming what a command acts on (--dir, or --admin and --token; with_data:
+    also --data), handed to the command as one `target` argument."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run(*args: Any, root: Path | None, admin: tuple[str, ...], token: str | None, **kwargs: Any) -> Any:
+            target = Target(root, admin, token, kwargs.pop("data", None))
+            return fn(*args, target=target, **kwargs)
+
+        for opt in reversed([*_target, _data_opt] if with_data else _target):
+            run = opt(run)
+        return run
+
+    return decorate
 
 
 def merged_status(api: Api) -> dict[str, Any]:
@@ -165,12 +179,12 @@ def _print_status(st: dict[str, Any]) -> None:
 
 
 @main.command()
-@target_options
+@target_options()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--watch", is_flag=True, help="refresh every second until interrupted")
-def status(root: Path | None, admin: tuple[str, ...], token: str | None, as_json: bool, watch: bool) -> None:
+def status(target: Target, as_json: bool, watch: bool) -> None:
     """Copy status of every database on the pair."""
-    api = connect(root, admin, token)
+    api = connect(target)
     if as_json:
         click.echo(json.dumps(merged_status(api)))
         return
@@ -193,10 +207,10 @@ def copy() -> None:
 
 
 @copy.command("status")
-@target_options
+@target_options()
 @click.option("--json", "as_json", is_flag=True)
-def copy_status(root, admin, token, as_json) -> None:
-    st = merged_status(connect(root, admin, token))
+def copy_status(target: Target, as_json) -> None:
+    st = merged_status(connect(target))
     if as_json:
         click.echo(json.dumps(st["databases"]))
     else:
@@ -206,9 +220,9 @@ def copy_status(root, admin, token, as_json) -> None:
 def _copy_action(action: str):
     @copy.command(action)
     @click.argument("database")
-    @target_options
-    def cmd(database: str, root, admin, token) -> None:
-        api = connect(root, admin, token)
+    @target_options()
+    def cmd(database: str, target: Target) -> None:
+        api = connect(target)
         passive = api.status_of("passive")
         api.call(passive["url"], f"/api/databases/{database}/copy/{action}", method="POST")
         click.echo(f"{action}: {database} on {passive['name']}")
@@ -227,26 +241,19 @@ def user() -> None:
     """Accounts: add, list, passwd, del (through the active node, or on a stopped node's --data)."""
 
 
-_data_opt = click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="a stopped node's data directory")
-
-
 @user.command("add")
 @click.argument("name")
 @click.option("--quota", default=0, type=click.IntRange(0), help="bytes, 0 for unlimited")
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
-@_data_opt
-@target_options
-def user_add(name, quota, password_stdin, data, root, admin, token) -> None:
+@target_options(with_data=True)
+def user_add(name, quota, password_stdin, target: Target) -> None:
     try:
         names.check_user(name)
     except ValueError as e:
         fail(str(e))
     pw = _read_password(password_stdin)
     on_node(
-        data,
-        root,
-        admin,
-        token,
+        target,
         lambda store: store.default_database().commit("account_add", name=name, hash=hash_password(pw), quota=quota),
         "/api/users",
         "POST",
@@ -264,10 +271,9 @@ def _users_of(store: NodeStore) -> dict[str, Any]:
 
 @user.command("list")
 @click.option("--json", "as_json", is_flag=True)
-@_data_opt
-@target_options
-def user_list(as_json, data, root, admin, token) -> None:
-    users = on_node(data, root, admin, token, _users_of, "/api/users")["users"]
+@target_options(with_data=True)
+def user_list(as_json, target: Target) -> None:
+    users = on_node(target, _users_of, "/api/users")["users"]
     if as_json:
         click.echo(json.dumps(users))
         return
@@ -282,15 +288,11 @@ def user_list(as_json, data, root, admin, token) -> None:
 @user.command("passwd")
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True)
-@_data_opt
-@target_options
-def user_passwd(name, password_stdin, data, root, admin, token) -> None:
+@target_options(with_data=True)
+def user_passwd(name, password_stdin, target: Target) -> None:
     pw = _read_password(password_stdin)
     on_node(
-        data,
-        root,
-        admin,
-        token,
+        target,
         lambda store: store.database_of(name).commit("account_passwd", name=name, hash=hash_password(pw)),
         f"/api/users/{name}/password",
         "POST",
@@ -302,16 +304,12 @@ def user_passwd(name, password_stdin, data, root, admin, token) -> None:
 @user.command("del")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="do not ask")
-@_data_opt
-@target_options
-def user_del(name, yes, data, root, admin, token) -> None:
+@target_options(with_data=True)
+def user_del(name, yes, target: Target) -> None:
     if not yes:
         click.confirm(f"Delete {name} and all its mail?", abort=True)
     on_node(
-        data,
-        root,
-        admin,
-        token,
+        target,
         lambda store: store.database_of(name).commit("account_del", name=name),
         f"/api/users/{name}",
         "DELETE",
@@ -327,25 +325,23 @@ def db() -> None:
 
 @db.command("create")
 @click.argument("name")
-@_data_opt
-@target_options
-def db_create(name, data, root, admin, token) -> None:
-    on_node(data, root, admin, token, lambda store: store.create_database(name), "/api/databases", "POST", {"name": name})
+@target_options(with_data=True)
+def db_create(name, target: Target) -> None:
+    on_node(target, lambda store: store.create_database(name), "/api/databases", "POST", {"name": name})
     click.echo(f"created database {name}")
 
 
 @db.command("list")
 @click.option("--json", "as_json", is_flag=True)
-@_data_opt
-@target_options
-def db_list(as_json, data, root, admin, token) -> None:
-    if data is not None:
+@target_options(with_data=True)
+def db_list(as_json, target: Target) -> None:
+    if target.data is not None:
         dbs = [
             {"name": d["name"], "applied_lsn": d["applied_lsn"], "messages": d["messages"]}
-            for d in digest_node(data)["databases"]
+            for d in digest_node(target.data)["databases"]
         ]
     else:
-        api = connect(root, admin, token)
+        api = connect(target)
         dbs = api.call(api.active_url(), "/api/databases")["databases"]
     if as_json:
         click.echo(json.dumps(dbs))

@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -61,17 +62,28 @@ class Api:
         return self.url_of("active")
 
 
-def connect(root: Path | None, admin: tuple[str, ...], token: str | None) -> Api:
+@dataclass(frozen=True)
+class Target:
+    """What the command line named: a pair's directory (--dir), or nodes' admin URLs and the
+    token (--admin, --token), and for commands that can work offline, a data directory (--data)."""
+
+    root: Path | None
+    admin: tuple[str, ...]
+    token: str | None
+    data: Path | None = None
+
+
+def connect(target: Target) -> Api:
     """The pair of `--dir`, or the nodes of `--admin URL ... --token T`."""
-    if root is not None:
+    if target.root is not None:
         try:
-            p = pairmod.load_pair(root.resolve())
+            p = pairmod.load_pair(target.root.resolve())
         except pairmod.PairError as e:
             raise click.ClickException(str(e)) from None
         return Api(pairmod.admin_urls(p), p["admin_token"])
-    if not admin or not token:
+    if not target.admin or not target.token:
         raise click.UsageError("give --dir DIR, or --admin URL (one per node) and --token T")
-    return Api(list(admin), token)
+    return Api(list(target.admin), target.token)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -98,10 +110,7 @@ def direct_store(data: Path) -> Iterator[NodeStore]:
 
 
 def on_node(
-    data: Path | None,
-    root: Path | None,
-    admin: tuple[str, ...],
-    token: str | None,
+    target: Target,
     direct: Callable[[NodeStore], Any],
     path: str,
     method: str = "GET",
@@ -110,11 +119,11 @@ def on_node(
     """Run a command on a stopped node's data directory (direct(store)) when --data is given,
     else through the active node's API (method path with body); the result of either. A store
     that refuses is an error to the user, as the API's 400 is."""
-    if data is not None:
-        with direct_store(data) as store:
+    if target.data is not None:
+        with direct_store(target.data) as store:
             try:
                 return direct(store)
             except (StoreError, ValueError) as e:
                 fail(str(e))
-    api = connect(root, admin, token)
+    api = connect(target)
     return api.call(api.active_url(), path, method, body)
