@@ -166,11 +166,18 @@ class DeliverySession(SMTP):
             return None
         return address, m.group(2).split()
 
-    async def smtp_MAIL(self, arg: str | None) -> None:
+    async def _envelope(self) -> DeliveryEnvelope | None:
+        """The transaction's envelope, or None after refusing a command sent before the greeting."""
         if await self.check_helo_needed():
-            return
+            return None
         env = self.envelope
-        assert env is not None
+        assert isinstance(env, DeliveryEnvelope)
+        return env
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        env = await self._envelope()
+        if env is None:
+            return
         if env.mail_from:
             await self.push("503 5.5.1 Error: nested MAIL command")
             return
@@ -199,10 +206,9 @@ class DeliverySession(SMTP):
         await self.reply_soon("250 2.1.0 Sender ok")
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        if await self.check_helo_needed():
+        env = await self._envelope()
+        if env is None:
             return
-        env = self.envelope
-        assert isinstance(env, DeliveryEnvelope)
         if not env.mail_from:
             await self.push("503 5.5.1 Error: need MAIL command")
             return
@@ -221,10 +227,9 @@ class DeliverySession(SMTP):
         return "\r\n".join(replies)
 
     async def smtp_DATA(self, arg: str | None) -> None:
-        if await self.check_helo_needed():
+        env = await self._envelope()
+        if env is None:
             return
-        env = self.envelope
-        assert isinstance(env, DeliveryEnvelope)
         if not env.rcpt_tos:
             await self.push("503 5.5.1 Error: need RCPT command")
             return
