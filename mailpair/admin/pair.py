@@ -132,8 +132,7 @@ def create_pair(root: Path, users: int, password: str, mode: str) -> dict[str, A
                 db.commit("deliver", recipients=[(acct["name"], None)], date=time.time_ns() // 1000, **prepare_message(raw))
     finally:
         store.close()
-    # 0644: the witness is read by both nodes and holds no secret
-    write_json(witness / "epoch.json", {"epoch": 1, "active": NODE_NAMES[0]}, mode=0o644)
+    write_json(witness / "epoch.json", {"epoch": 1, "active": NODE_NAMES[0]})
     pair = {
         "dir": str(root.resolve()),
         "witness": str(witness.resolve()),

@@ -9,13 +9,13 @@ import concurrent.futures
 import time
 
 import pytest
-from util import FAST_HASH, open_store
 
 from mailpair import mailmix
 from mailpair.config import NodeConfig
 from mailpair.store import TooLarge, prepare_message
 from mailpair.store.digest import digest_node
 from mailpair.store.rebuild import rebuild_state
+from tests.helpers.store import FAST_HASH, open_store
 
 LIMIT = 3 * 1024 * 1024 + 17  # a smaller limit than the default keeps the test quick; the edges are the same
 SEGMENT = 4 * 1024 * 1024
