@@ -55,7 +55,7 @@ def _text(rnd: random.Random, size: int) -> bytes:
         out.append(line)
         left -= len(line)
     # the last one or two lines take what is left, each at least a CRLF
-    for part in ((left,) if left <= 80 else (left // 2, left - left // 2)):
+    for part in (left,) if left <= 80 else (left // 2, left - left // 2):
         out.append(b"-" * (part - 2) + b"\r\n")
     return b"".join(out)
 
@@ -119,14 +119,14 @@ def message(
     atts = [_ATTACHMENTS[(seed + i) % len(_ATTACHMENTS)] for i in range(count)]
     att_heads = [
         (
-            f"--{outer}\r\nContent-Type: {ctype}; name=\"{name.format(n=seed + i)}\"\r\n"
-            f"Content-Disposition: attachment; filename=\"{name.format(n=seed + i)}\"\r\n"
+            f'--{outer}\r\nContent-Type: {ctype}; name="{name.format(n=seed + i)}"\r\n'
+            f'Content-Disposition: attachment; filename="{name.format(n=seed + i)}"\r\n'
             "Content-Transfer-Encoding: base64\r\n\r\n"
         ).encode()
         for i, (ctype, name) in enumerate(atts)
     ]
     alt_open = (
-        f"--{outer}\r\nContent-Type: multipart/alternative; boundary=\"{alt}\"\r\n\r\n"
+        f'--{outer}\r\nContent-Type: multipart/alternative; boundary="{alt}"\r\n\r\n'
         f"--{alt}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
     ).encode()
     html_open = f"--{alt}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n".encode()

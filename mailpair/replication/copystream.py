@@ -26,9 +26,10 @@ import logging
 import time
 from typing import Any
 
-from mailpair.replication import ReplicationSettings, codec, policy, seed
+from mailpair.replication import codec, policy, seed
 from mailpair.replication.copies import CopyView, HeadTracker
 from mailpair.replication.link import Link
+from mailpair.replication.settings import ReplicationSettings
 from mailpair.replication.syncgate import SyncGate
 from mailpair.store import Database
 from mailpair.store.log import LogCorruption, LogError, Record

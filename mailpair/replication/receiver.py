@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from mailpair.durable import write_json
-from mailpair.replication import ReplicationSettings, codec, link, policy, seed
+from mailpair.replication import codec, link, policy, seed
 from mailpair.replication.inspect import InspectionFailed, inspect_batch
 from mailpair.replication.policy import Phase
 from mailpair.replication.replayer import Replayer
+from mailpair.replication.settings import ReplicationSettings
 from mailpair.store import Database, NodeStore
 from mailpair.store.apply import ReplayError
 from mailpair.store.continuity import check_next

@@ -26,11 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mailpair.replication import ReplicationSettings, codec, policy
+from mailpair.replication import codec, policy
 from mailpair.replication.codec import Channel, Role
 from mailpair.replication.copies import CopyView, HeadTracker
 from mailpair.replication.copystream import REQUEST_TIMEOUT, WRITE_TIMEOUT, CopyStream, serve_seed
 from mailpair.replication.link import Link
+from mailpair.replication.settings import ReplicationSettings
 from mailpair.replication.syncgate import SyncGate
 from mailpair.store import Database, NodeStore
 from mailpair.store.log import Record
