@@ -74,4 +74,4 @@ async def read_data(reader: asyncio.StreamReader, limit: int) -> bytes | None:
         reader._limit = saved_limit  # type: ignore[attr-defined]
     if over:
         return None
-    return unstuff(bytes(buf[2:-3]))
+    return unstuff(bytes(memoryview(buf)[2:-3]))  # one copy of the message, not a bytearray slice and then bytes of it
