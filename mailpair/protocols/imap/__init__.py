@@ -2,8 +2,10 @@
 
 Layers, each its own module: framing (bytes to commands, sans-I/O), args (tokens), wire
 (response bytes), seqset, mutf7, sections/fetch/search (message data, run on the database's
-reader thread), selected (one session's view of its mailbox), session (state machine and
-dispatch), cmd_* (command handlers), server (asyncio listener and change routing).
+reader thread), selected (one session's view of its mailbox), transport (the byte pipe a session
+reads and writes: TCP streams, or memory in tests), session (state machine and dispatch), cmd_*
+(command handlers), host (what sessions share and the callback loop between them and it, no
+socket), server (the asyncio listener, an ImapHost that accepts TCP connections).
 """
 
 from __future__ import annotations

@@ -97,10 +97,9 @@ async def starttls(s: Session, tag: bytes, a: Args) -> bytes:
     # Anything the client pipelined after STARTTLS came in the clear: drop it (RFC 9051 6.2.1).
     s.framer.buf.clear()
     try:
-        await asyncio.wait_for(s.writer.start_tls(s.server.ssl_context), s.settings.command_timeout)
+        await asyncio.wait_for(s.transport.start_tls(s.server.ssl_context), s.settings.command_timeout)
     except (OSError, TimeoutError) as e:
         raise Closed(f"TLS handshake failed: {e}") from None
-    s.tls = True
     raise Answered
 
 

@@ -374,7 +374,7 @@ async def idle(s: Session, tag: bytes, a: Args) -> bytes:
             if ev is not None:  # pragma: no cover - line mode yields only lines
                 continue
             if s._read_task is None:
-                s._read_task = asyncio.ensure_future(s.reader.read(65536))
+                s._read_task = asyncio.ensure_future(s.transport.read(65536))
             s.wake.clear()
             if s.dirty:
                 s.wake.set()

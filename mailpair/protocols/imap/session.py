@@ -1,10 +1,13 @@
-"""One client connection: reading commands, the state machine (not authenticated, authenticated,
+"""One client connection over a Transport (transport.py; no socket here): reading commands, the state machine (not authenticated, authenticated,
 selected, logout), dispatch to the command handlers, untagged updates, time-outs.
 
 Handlers are `async def handler(session, tag, args) -> bytes` returning the tagged reply's text
 ("OK ..."); they write untagged responses with `session.send`. Before a tagged reply the session
 folds in what other sessions and deliveries changed in the selected mailbox (EXPUNGE is held
 back during FETCH, STORE and SEARCH, as RFC 9051 7.5.1 requires).
+
+What a session asks of its host and what the host calls back is the interface in host.py
+(SessionHost / SessionPeer).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from mailpair.store.errors import (
 from mailpair.store.names import InvalidName
 
 if TYPE_CHECKING:
-    from mailpair.protocols.imap.server import ImapServer
+    from mailpair.protocols.imap.host import SessionHost
+    from mailpair.protocols.imap.transport import Transport
     from mailpair.store import Database
 
 log = logging.getLogger("mailpair.imap")
@@ -96,12 +100,10 @@ def _clean(text: str) -> bytes:
 
 
 class Session:
-    def __init__(self, server: ImapServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: bool):
+    def __init__(self, server: SessionHost, transport: Transport):
         self.server = server
         self.settings = server.settings
-        self.reader = reader
-        self.writer = writer
-        self.tls = tls
+        self.transport = transport
         self.framer = framing.Framer(self.settings.max_command_bytes, self.settings.literal_limit())
         self.state = "notauth"
         self.user: str | None = None
@@ -112,7 +114,7 @@ class Session:
         self.saved: set[int] | None = None  # SEARCHRES
         self.dirty = False
         self.wake = asyncio.Event()
-        self.peer = (writer.get_extra_info("peername") or ("?", 0))[0]
+        self.peer = transport.peer
         self._read_task: asyncio.Task | None = None
         self.inflater = None  # zlib objects once COMPRESS DEFLATE is on
         self.deflater = None
@@ -132,17 +134,24 @@ class Session:
         if self._out:
             data = b"".join(self._out)
             self._out.clear()
-            self.writer.write(self._pack(data))
-        await self.writer.drain()
+            self.transport.write(self._pack(data))
+        await self.transport.drain()
 
     def say_bye(self, text: bytes) -> None:
         """Write a BYE now (server shutdown) and close."""
         try:
-            self.writer.write(self._pack(b"".join(self._out) + b"* BYE " + text + b"\r\n"))
+            self.transport.write(self._pack(b"".join(self._out) + b"* BYE " + text + b"\r\n"))
             self._out.clear()
-            self.writer.close()
+            self.transport.close()
         except (ConnectionError, RuntimeError):
             pass
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+    @property
+    def tls(self) -> bool:
+        return self.transport.tls
 
     def feed(self, data: bytes) -> None:
         if self.inflater is not None:
@@ -190,7 +199,7 @@ class Session:
                     task, self._read_task = self._read_task, None
                     data = await task
                 else:
-                    data = await self.reader.read(65536)
+                    data = await self.transport.read(65536)
         except TimeoutError:
             raise Closed("time-out") from None
         if not data:
@@ -232,7 +241,7 @@ class Session:
             if self.server.closing:
                 self.send(b"* BYE server shutting down\r\n")
                 return
-            if len(self.server.sessions) > self.settings.max_connections:
+            if self.server.session_count() > self.settings.max_connections:
                 self.send(b"* BYE [UNAVAILABLE] too many connections; try again later\r\n")
                 return
             caps = b" ".join(self.capabilities())
@@ -263,10 +272,10 @@ class Session:
             self._read_task.cancel()
             self._read_task = None
         try:
-            if self._out and not self.writer.is_closing():
-                self.writer.write(self._pack(b"".join(self._out)))
+            if self._out and not self.transport.is_closing():
+                self.transport.write(self._pack(b"".join(self._out)))
                 self._out.clear()
-            self.writer.close()
+            self.transport.close()
         except (ConnectionError, RuntimeError):
             pass
         self.server.forget(self)

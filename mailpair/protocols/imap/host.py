@@ -1,0 +1,214 @@
+"""The loop between the IMAP sessions and what serves them, as an explicit interface, and the
+one implementation of it that needs no socket.
+
+A session calls its host (`SessionHost`) for what is shared across connections: settings, the
+store, \\Recent claims, structure caches, failed-login bookkeeping, per-user connection counts,
+and to leave (`forget`). The host calls each session back (`SessionPeer`) when the store changed
+something it may show (`notify`) and when it shuts down (`say_bye`, then `abort`).
+
+`ImapHost` keeps all of that and runs a session over any `Transport` (`serve`); the asyncio
+listener (server.py) is an ImapHost that also accepts TCP connections, and tests run whole
+sessions through `serve` with a MemoryTransport and no socket at all.
+
+Rules kept:
+- Store change notifications arrive on a database's writer thread and are handed to the event
+  loop before any session is touched (sessions are single-threaded, on the loop).
+- A session is in `sessions` from the moment `serve` starts until it calls `forget`; user
+  connection counts follow logins and `forget` exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from mailpair.protocols.imap import metrics
+from mailpair.protocols.imap.fetch import StructureCache
+from mailpair.protocols.imap.selected import RecentTracker
+from mailpair.protocols.imap.settings import ImapSettings
+from mailpair.protocols.imap.transport import Transport
+from mailpair.store import Change, NodeStore
+
+if TYPE_CHECKING:
+    from mailpair.protocols.imap.session import Session
+
+log = logging.getLogger("mailpair.imap")
+
+
+class SessionPeer(Protocol):
+    """What a host calls on each of its sessions."""
+
+    user: str | None
+
+    def notify(self) -> None:
+        """The store changed something the session may have to show (on the event loop)."""
+
+    def say_bye(self, text: bytes) -> None:
+        """Write `* BYE text` now and close (the host is shutting down)."""
+
+    def abort(self) -> None:
+        """Drop the connection without waiting for the client."""
+
+
+class SessionHost(Protocol):
+    """What a session calls on its host."""
+
+    settings: ImapSettings
+    store: NodeStore
+    ssl_context: ssl.SSLContext | None  # None: no STARTTLS offered
+    closing: bool
+    recent: RecentTracker
+    user_connections: dict[str, int]
+
+    def session_count(self) -> int: ...
+
+    def structure_cache(self, db) -> StructureCache: ...
+
+    def watch(self, db) -> None: ...
+
+    def forget(self, session: SessionPeer) -> None: ...
+
+    def login_delay(self, address: str) -> float: ...
+
+    def login_failed(self, address: str) -> None: ...
+
+    def login_succeeded(self, address: str) -> None: ...
+
+
+class ImapHost:
+    """Sessions, change routing and login bookkeeping, over any transport; no listener."""
+
+    def __init__(self, store: NodeStore, settings: ImapSettings, ssl_context: ssl.SSLContext | None = None):
+        self.store = store
+        self.settings = settings
+        self.ssl_context = ssl_context
+        self.sessions: set[Session] = set()
+        self.recent = RecentTracker()
+        self.user_connections: dict[str, int] = {}
+        self.failures: dict[str, tuple[int, float]] = {}  # address -> (count, last time)
+        self.closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listening: list = []
+        self._tasks: set[asyncio.Task] = set()
+        self._structure_caches: dict[str, StructureCache] = {}
+
+    def attach(self) -> None:
+        """Bind to the running event loop and follow every database's changes."""
+        self._loop = asyncio.get_running_loop()
+        for db in self.store.databases.values():
+            self.watch(db)
+
+    async def serve(self, transport: Transport) -> None:
+        """Run one session over transport until it ends."""
+        from mailpair.protocols.imap.session import Session  # session imports this module's types
+
+        if self._loop is None:
+            self.attach()
+        session = Session(self, transport)
+        self.sessions.add(session)
+        metrics.CONNECTIONS.inc()
+        metrics.SESSIONS.inc()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await session.run()
+        except asyncio.CancelledError:
+            pass  # shutdown cancelled it: end quietly (asyncio would log a cancelled handler)
+        finally:
+            metrics.SESSIONS.dec()
+            if task is not None:
+                self._tasks.discard(task)
+
+    # ------------------------------------------------------------------ SessionHost
+    def session_count(self) -> int:
+        return len(self.sessions)
+
+    def watch(self, db) -> None:
+        """Follow a database's changes (also one created after the host started)."""
+        if db not in self._listening:
+            db.add_listener(self._on_changes)
+            self._listening.append(db)
+
+    def structure_cache(self, db) -> StructureCache:
+        cache = self._structure_caches.get(db.name)
+        if cache is None:
+            cache = self._structure_caches[db.name] = StructureCache()
+        return cache
+
+    def forget(self, session: SessionPeer) -> None:
+        self.sessions.discard(session)  # type: ignore[arg-type]
+        if session.user is not None:
+            n = self.user_connections.get(session.user, 1) - 1
+            if n <= 0:
+                self.user_connections.pop(session.user, None)
+            else:
+                self.user_connections[session.user] = n
+            session.user = None
+
+    # ------------------------------------------------------------------ change routing
+    def _on_changes(self, changes: list[Change]) -> None:
+        """Runs on a database's writer thread: hop onto the event loop."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._route, changes)
+        except RuntimeError:
+            pass  # the loop is closed
+
+    def _route(self, changes: list[Change]) -> None:
+        boxes: set[int] = set()
+        accounts: set[str] = set()
+        for c in changes:
+            if c.mailbox_ids:
+                boxes.update(c.mailbox_ids)
+            else:
+                accounts.update(c.accounts)
+        for s in self.sessions:
+            sel = s.sel
+            if sel is not None and (sel.box_id in boxes or s.user in accounts):
+                s.notify()
+
+    # ------------------------------------------------------------------ failed logins
+    def login_delay(self, address: str) -> float:
+        count, last = self.failures.get(address, (0, 0.0))
+        if time.monotonic() - last > 300:
+            return 0.0
+        return min(count, 5) * self.settings.login_delay
+
+    def login_failed(self, address: str) -> None:
+        count, last = self.failures.get(address, (0, 0.0))
+        if time.monotonic() - last > 300:
+            count = 0
+        self.failures[address] = (count + 1, time.monotonic())
+        if len(self.failures) > 10_000:  # forget the oldest so a scan cannot grow memory
+            for k in sorted(self.failures, key=lambda k: self.failures[k][1])[:5000]:
+                del self.failures[k]
+
+    def login_succeeded(self, address: str) -> None:
+        self.failures.pop(address, None)
+
+    # ------------------------------------------------------------------ shutdown
+    async def close_sessions(self) -> None:
+        """BYE to every session, then wait a little for them to end, then cut them off."""
+        self.closing = True
+        for db in self._listening:
+            db.remove_listener(self._on_changes)
+        for s in list(self.sessions):
+            s.say_bye(b"server shutting down")
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=1)
+            # A TLS close waits for the client's close_notify; do not wait on clients for long.
+            for s in list(self.sessions):
+                s.abort()
+            if pending:
+                _, pending = await asyncio.wait(pending, timeout=1)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1)
