@@ -20,8 +20,28 @@ from email.message import Message
 from email.utils import getaddresses
 from typing import Any
 
-_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
-_HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def unfold(value: str) -> str:
+    """RFC 5322 2.2.3: unfolding removes each CRLF that is followed by a space or tab (a bare LF
+    too: mail read from files often has them). Parameters are parsed only after this, so a value
+    folded inside its quotes (boundary="a<CRLF> b") reads as "a b", not with the line break."""
+    return _FOLD.sub("", value) if "\n" in value else value
+
+
+class _Unfolding(email.policy.Compat32):
+    """compat32, except that a field's value is unfolded when it is read (msg.get, get_params,
+    get_boundary, the parser's own boundary lookup); compat32 hands it over with its line
+    breaks, so a folded boundary made a multipart message one opaque part."""
+
+    def header_fetch_parse(self, name, value):
+        return super().header_fetch_parse(name, unfold(value) if isinstance(value, str) else value)
+
+
+POLICY = _Unfolding()
+_PARSER = email.parser.BytesParser(policy=POLICY)
+_HEADER_PARSER = email.parser.BytesHeaderParser(policy=POLICY)
 _CRLF = email.policy.compat32.clone(linesep="\r\n")
 
 Nested = list  # nested lists of bytes | int | None
@@ -343,7 +363,7 @@ def _fast_fields(header: bytes) -> Headers | None:
 
 def _tiny_params(name: str, value: str) -> Nested | None:
     """Parameters of one header by the email package's own rules (quoting, RFC 2231)."""
-    msg = Message()
+    msg = Message(policy=POLICY)
     msg.set_raw(name, value)
     return _params(msg, name.lower())
 
@@ -359,7 +379,8 @@ def _lean_structure(h: Headers, body: bytes) -> Nested | None:
         values = h.get(name)
         if values and not values[0].isascii():
             return None
-    content_type = h.get("content-type", [None])[0]
+    # The MIME fields unfolded, as the email package (POLICY) reads them on the other path.
+    content_type, encoding, disposition, language = (unfold(h[name][0]) if name in h else None for name in _MIME_FIELDS)
     ctype = "text/plain"
     if content_type is not None:
         ctype = content_type.partition(";")[0].strip().lower()
@@ -368,16 +389,15 @@ def _lean_structure(h: Headers, body: bytes) -> Nested | None:
     maintype, _, subtype = ctype.partition("/")
     if maintype in ("multipart", "message"):
         return None
-    disposition = h.get("content-disposition", [None])[0]
     return _leaf(
         maintype,
         subtype,
         _tiny_params("Content-Type", content_type) if content_type and ";" in content_type else None,
         h,
-        _encoding_of(h.get("content-transfer-encoding", [None])[0]),
+        _encoding_of(encoding),
         _crlf(body),
         _disposition_of(disposition, lambda: _tiny_params("Content-Disposition", disposition) if ";" in disposition else None),
-        _language_of(h.get("content-language", [None])[0]),
+        _language_of(language),
     )
 
 

@@ -330,8 +330,8 @@ def copy(conn, alloc, a) -> Decision:
 
 def move(conn, alloc, a) -> Decision:
     src_id, dst_id, dst_uv, pairs, _ = _copy_pairs(conn, a)
-    if src_id == dst_id:
-        raise StoreError("cannot move messages into the mailbox they are in")
+    # Into the same mailbox is allowed (RFC 6851 3.3): apply copies under new UIDs, then removes
+    # the originals.
     result = {"uidvalidity": dst_uv, "pairs": pairs, "src_id": src_id, "dst_id": dst_id}
     if not pairs:
         return None, result

@@ -77,7 +77,7 @@ def test_literal8():
     assert isinstance(v[3], Binary) and v[3] == b"\0\1\2"
 
 
-@pytest.mark.parametrize("line", [b"a (", b"a )", b'a "unterminated', b'a "bad \\x escape"', b"a x[y", b"a {3}x", b"a \x01"])
+@pytest.mark.parametrize("line", [b"a (", b"a )", b'a "unterminated', b'a "bad \\x escape"', b"a BODY[y", b"a {3}x", b"a \x01"])
 def test_tokenize_errors(line):
     with pytest.raises(ParseError):
         tokenize([line])
@@ -160,3 +160,9 @@ def test_structure_cache_stays_within_its_byte_budget():
         assert c.bytes <= 10_000
     assert c.get((999, 0)) == b"x" * 100 and c.get((0, 0)) is None
     assert c.bytes == sum(len(v) for v in c.d.values())
+
+
+def test_open_bracket_is_an_ordinary_atom_char():
+    """RFC 3501 9: `[` is an ATOM-CHAR; only after a fetch attribute does it open a section."""
+    assert tokenize([b"a SELECT x[y"]) == [Atom("a"), Atom("SELECT"), Atom("x[y")]
+    assert tokenize([b"a LIST x[ (y)"]) == [Atom("a"), Atom("LIST"), Atom("x["), [Atom("y")]]

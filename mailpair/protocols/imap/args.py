@@ -99,13 +99,19 @@ def _quoted(line: bytes, i: int) -> tuple[int, bytes]:
     raise ParseError("unterminated quoted string")
 
 
+# Fetch attributes whose [section] may hold spaces and parentheses (HEADER.FIELDS (A B)).
+_SECTIONED = re.compile(rb"(?i)(?:BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[")
+
+
 def _atom(line: bytes, i: int, end: int) -> tuple[int, bytes]:
-    """An atom; a [ ... ] inside it (fetch sections) may hold spaces and parentheses."""
+    """An atom. `[` is an ordinary ATOM-CHAR (RFC 3501/9051 grammar: only resp-specials `]`
+    are kept out of atoms, and astrings allow even that), except after a fetch attribute name,
+    where [ ... ] is a section that may hold spaces and parentheses."""
     start = i
     depth = 0
     while i < end:
         c = line[i]
-        if c == 0x5B:
+        if c == 0x5B and (depth or _SECTIONED.fullmatch(line, start, i + 1)):
             depth += 1
         elif c == 0x5D and depth:
             depth -= 1

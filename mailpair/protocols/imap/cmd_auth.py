@@ -73,7 +73,7 @@ async def enable(s: Session, tag: bytes, a: Args) -> bytes:
                 s.enabled.add("CONDSTORE")
                 newly.append("CONDSTORE")
     if "CONDSTORE" in s.enabled:
-        s.condstore = True
+        s.enable_condstore()
     s.send(b"* ENABLED" + b"".join(b" " + c.encode() for c in newly) + b"\r\n")
     return b"OK ENABLE completed"
 

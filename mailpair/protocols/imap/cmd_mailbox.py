@@ -7,8 +7,9 @@ import calendar
 import re
 import time
 
+from mailpair.mime.binary import encode_nul_parts
 from mailpair.protocols.imap import reads, wire
-from mailpair.protocols.imap.args import Args, Atom, ParseError, as_astring, as_number
+from mailpair.protocols.imap.args import Args, Atom, Binary, ParseError, as_astring, as_number
 from mailpair.protocols.imap.selected import Selected
 from mailpair.protocols.imap.session import AUTH, Bad, No, Session, command
 from mailpair.store import NoSuchMailbox
@@ -75,11 +76,20 @@ async def list_(s: Session, tag: bytes, a: Args) -> bytes:
         select_opts = {str(x).upper() for x in a.list()}
         if not select_opts <= {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}:
             raise Bad("unknown LIST selection option")
-        if select_opts == {"RECURSIVEMATCH"}:
+        # RFC 5258 3: RECURSIVEMATCH must come with an option it can recurse on; REMOTE alone
+        # selects nothing (it only widens the set), so it does not count.
+        if "RECURSIVEMATCH" in select_opts and not select_opts - {"RECURSIVEMATCH", "REMOTE"}:
             raise Bad("RECURSIVEMATCH needs another selection option")
     ref = s.mailbox_in(a.astring("reference"))
     pat = a.next("mailbox pattern")
-    patterns = [s.mailbox_in(as_astring(p, "pattern")) for p in (pat if isinstance(pat, list) else [pat])]
+    patterns = []
+    for p in pat if isinstance(pat, list) else [pat]:
+        try:
+            patterns.append(s.mailbox_in(as_astring(p, "pattern")))
+        except No:
+            pass  # a pattern no mailbox name can match (bad modified UTF-7) matches nothing
+    if not patterns and pat:
+        return b"OK LIST completed (nothing can match)"
     return_opts: set[str] = set()
     status_items: list[str] = []
     if a.more():
@@ -109,16 +119,28 @@ async def list_(s: Session, tag: bytes, a: Args) -> bytes:
     # Every ancestor of a mailbox has children; an ancestor that does not exist (its mailbox was
     # deleted, its children kept) is listed as \Noselect, as RFC 3501 6.3.4 describes.
     parents = {name.rsplit(DELIMITER, k)[0] for name in names for k in range(1, name.count(DELIMITER) + 1)}
-    phantoms = parents - set(uses) if not select_opts else set()
-    candidates = sorted(set(names) | phantoms | (subs if "SUBSCRIBED" in select_opts else set()))
-    for name in candidates:
-        if not any(_match_name(rx, name) for rx in regexes):
-            continue
+    phantoms = parents - set(uses) if not select_opts - {"REMOTE"} else set()
+    # What the selection options pick (RFC 5258 3): subscribed and/or special-use mailboxes.
+    picked = set(names) | phantoms
+    if "SUBSCRIBED" in select_opts:
+        picked = set(subs)
+    if "SPECIAL-USE" in select_opts:
+        picked = {n for n in picked if uses.get(n)}
+    matching = {n for n in picked if any(_match_name(rx, n) for rx in regexes)}
+    # RECURSIVEMATCH: a mailbox whose descendant was picked is listed with CHILDINFO, even when
+    # it is not picked itself, unless every such descendant is listed anyway (RFC 5258 3.5's
+    # SHOULD: CHILDINFO only for a picked child that is not also being returned).
+    childinfo: set[str] = set()
+    if "RECURSIVEMATCH" in select_opts:
+        for n in picked - matching:
+            parts = n.split(DELIMITER)
+            for k in range(1, len(parts)):
+                anc = DELIMITER.join(parts[:k])
+                if any(_match_name(rx, anc) for rx in regexes):
+                    childinfo.add(anc)
+    criteria = [o for o in ("SUBSCRIBED",) if o in select_opts]
+    for name in sorted(matching | childinfo):
         exists = name in uses
-        if "SUBSCRIBED" in select_opts and name not in subs:
-            continue
-        if "SPECIAL-USE" in select_opts and not uses.get(name):
-            continue
         attrs = []
         if name in phantoms:
             attrs += ["\\Noselect", "\\HasChildren"]
@@ -130,7 +152,10 @@ async def list_(s: Session, tag: bytes, a: Args) -> bytes:
                 attrs.append(uses[name])
         if name in subs and ("SUBSCRIBED" in select_opts or "SUBSCRIBED" in return_opts):
             attrs.append("\\Subscribed")
-        s.send(b"* LIST (" + " ".join(attrs).encode() + b') "/" ' + s.mailbox_out(name) + b"\r\n")
+        extended = b""
+        if name in childinfo and criteria:
+            extended = b' ("CHILDINFO" (' + b" ".join(b'"%s"' % c.encode() for c in criteria) + b"))"
+        s.send(b"* LIST (" + " ".join(attrs).encode() + b') "/" ' + s.mailbox_out(name) + extended + b"\r\n")
         if status_items and exists:
             line = await _status_line(s, name, status_items)
             if line:
@@ -146,10 +171,19 @@ async def lsub(s: Session, tag: bytes, a: Args) -> bytes:
     boxes, subs = await s.db.read(reads.mailboxes, s.user)
     existing = {b[0] for b in boxes}
     rx = _pattern_regex(ref, pattern)
-    for name in sorted(subs):
-        if _match_name(rx, name):
-            attrs = b"" if name in existing else b"\\Noselect"
-            s.send(b"* LSUB (" + attrs + b') "/" ' + s.mailbox_out(name) + b"\r\n")
+    listed = {name for name in subs if _match_name(rx, name)}
+    # RFC 3501 6.3.9: with "%", a subscribed "foo/bar" makes an unsubscribed "foo" appear,
+    # flagged \Noselect; only for a parent whose subscribed child is not listed itself.
+    parents = set()
+    for name in subs - listed:
+        parts = name.split(DELIMITER)
+        for k in range(1, len(parts)):
+            anc = DELIMITER.join(parts[:k])
+            if anc not in subs and _match_name(rx, anc):
+                parents.add(anc)
+    for name in sorted(listed | parents):
+        attrs = b"" if name in existing and name not in parents else b"\\Noselect"
+        s.send(b"* LSUB (" + attrs + b') "/" ' + s.mailbox_out(name) + b"\r\n")
     return b"OK LSUB completed"
 
 
@@ -302,6 +336,8 @@ async def append(s: Session, tag: bytes, a: Args) -> bytes:
     raw = bytes(nxt)
     if not raw:
         raise No("empty message")
+    if isinstance(nxt, Binary):
+        raw = encode_nul_parts(raw)  # RFC 3516 4.3: binary parts stored in base64
     limit = s.settings.literal_limit()
     prepared = await s.server.store.preparer.prepare(raw, limit)
     if date_us is None:
@@ -325,7 +361,7 @@ async def _select(s: Session, a: Args, readonly: bool) -> bytes:
         while i < len(params):
             p = str(params[i]).upper() if isinstance(params[i], Atom) else ""
             if p == "CONDSTORE":
-                s.condstore = True
+                s.condstore = True  # SELECT reports HIGHESTMODSEQ itself
             elif p == "QRESYNC":
                 if not s.qresync:
                     raise Bad("ENABLE QRESYNC first")
@@ -348,15 +384,14 @@ async def _select(s: Session, a: Args, readonly: bool) -> bytes:
     row, msgs = await s.db.read(reads.snapshot, row[0])
     if row is None:
         raise No(f"no such mailbox: {name}", b"NONEXISTENT")
-    recent = s.server.recent.claim(row[0], [m[0] for m in msgs]) if not readonly else set()
+    # EXAMINE counts \Recent as SELECT and STATUS do, but claims nothing: the messages stay
+    # recent for the next session that selects the mailbox (RFC 3501 6.3.2, 2.3.2).
+    uids = [m[0] for m in msgs]
+    recent = s.server.recent.peek(row[0], uids) if readonly else s.server.recent.claim(row[0], uids)
     sel = Selected(row, msgs, readonly, recent)
     keywords, first_unseen = reads.select_facts(msgs)
-    flags = " ".join(["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", *keywords]).encode()
-    s.send(b"* FLAGS (" + flags + b")\r\n")
-    if readonly:
-        s.send(b"* OK [PERMANENTFLAGS ()] read-only mailbox\r\n")
-    else:
-        s.send(b"* OK [PERMANENTFLAGS (" + flags + b" \\*)] flags permitted\r\n")
+    sel.keywords = set(keywords)
+    s.send(b"".join(sel.flags_lines()))
     s.send(b"* %d EXISTS\r\n" % len(msgs))
     if not s.rev2:
         s.send(b"* %d RECENT\r\n" % len(recent))

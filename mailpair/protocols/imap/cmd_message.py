@@ -50,10 +50,10 @@ async def _fetch(s: Session, a: Args, uid: bool) -> bytes:
         if vanished and (not uid or changed_since is None or not s.qresync):
             raise Bad("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC")
         if changed_since is not None:
-            s.condstore = True
+            s.enable_condstore()
     a.end()
     if any(it.name == "MODSEQ" for it in req.items):
-        s.condstore = True
+        s.enable_condstore()
     if vanished:
         gone = await s.db.read(reads.expunged_since, sel.box_id, changed_since)
         text = a.values[0]
@@ -129,7 +129,7 @@ async def _store(s: Session, a: Args, uid: bool) -> bytes:
         if len(mods) != 2 or str(mods[0]).upper() != "UNCHANGEDSINCE":
             raise Bad("expected (UNCHANGEDSINCE modseq)")
         unchanged_since = as_number(mods[1], "mod-sequence")
-        s.condstore = True
+        s.enable_condstore()
     op = a.atom("+FLAGS, -FLAGS or FLAGS").upper()
     silent = op.endswith(".SILENT")
     base = op.removesuffix(".SILENT")
@@ -160,6 +160,7 @@ async def _store(s: Session, a: Args, uid: bool) -> bytes:
     report = uids if not silent else (sorted(changed) if s.condstore else [])
     wanted = sorted(set(report) | changed)
     current = await s.db.read(reads.flags_of, sel.box_id, wanted) if wanted else {}
+    s.send(b"".join(sel.new_keywords(f for f, _ in current.values())))
     for u, (f, modseq) in current.items():
         sel.record_flags(u, f, modseq)
     for u in report:
@@ -208,7 +209,7 @@ async def _search(s: Session, tag: bytes, a: Args, uid: bool) -> bytes:
     except search.BadCharset:
         raise No("unsupported charset", b"BADCHARSET (UTF-8 US-ASCII)") from None
     if query.uses_modseq:
-        s.condstore = True
+        s.enable_condstore()
     found = await s.db.read(search.run, sel.box_id, list(sel.uids), query, set(sel.recent), s.saved)
     ids = [f[1] if uid else f[0] for f in found]
     modseq_part = b""
@@ -235,7 +236,14 @@ async def _search(s: Session, tag: bytes, a: Args, uid: bool) -> bytes:
     if "COUNT" in opts:
         parts.append(b"COUNT %d" % len(ids))
     if modseq_part and ids:
-        parts.append(b"MODSEQ %d" % max(f[2] for f in found))
+        # RFC 7162 3.1.5: with only MIN and/or MAX, the highest modseq of the messages returned;
+        # with ALL or COUNT, the highest of all that matched.
+        if opts and not {"ALL", "COUNT"} & set(opts) and {"MIN", "MAX"} & set(opts):
+            key = 1 if uid else 0
+            chosen = [f for f in found if ("MIN" in opts and f[key] == min(ids)) or ("MAX" in opts and f[key] == max(ids))]
+        else:
+            chosen = found
+        parts.append(b"MODSEQ %d" % max(f[2] for f in chosen))
     s.send(b"* ESEARCH " + b" ".join(parts) + b"\r\n")
     return b"OK SEARCH completed"
 
@@ -269,7 +277,9 @@ async def _copy(s: Session, a: Args, uid: bool, move: bool) -> bytes:
         raise
     pairs = res["pairs"]
     if res.get("dst_id") == sel.box_id:
-        s.dirty = True  # copied into itself: EXISTS before the tagged reply
+        # Copied or moved into itself (RFC 6851 3.3 allows it): the new messages reach the view
+        # as EXISTS before the tagged reply, after the EXPUNGEs of the originals.
+        s.dirty = True
     code = b""
     if pairs:
         code = b"[COPYUID %d %s %s] " % (

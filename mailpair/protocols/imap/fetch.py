@@ -263,11 +263,11 @@ def render(
                 elif n == "BODY":
                     parts.append(b"BODY " + _cached(cache, blob_id, _BODY, bs, _basic_body))
                 elif n == "RFC822":
-                    parts.append(b"RFC822 " + wire.literal(raw))
+                    parts.append(b"RFC822 " + wire.literal(_no_nul(raw)))
                 elif n == "RFC822.HEADER":
-                    parts.append(b"RFC822.HEADER " + wire.literal(sections.split(raw).header))
+                    parts.append(b"RFC822.HEADER " + wire.literal(_no_nul(sections.split(raw).header)))
                 elif n == "RFC822.TEXT":
-                    parts.append(b"RFC822.TEXT " + wire.literal(sections.split(raw).body))
+                    parts.append(b"RFC822.TEXT " + wire.literal(_no_nul(sections.split(raw).body)))
                 elif n in ("EMAILID", "THREADID", "SAVEDATE"):
                     parts.append(n.encode() + b" NIL")
                 else:
@@ -311,4 +311,12 @@ def _section_item(it: Item, raw: bytes, problems: list[str]) -> bytes:
         data = data[start : None if length is None else start + length]
     if it.name == "BINARY":
         return it.label + b" " + wire.literal(data, binary=b"\0" in data)
-    return it.label + b" " + wire.literal(data)
+    return it.label + b" " + wire.literal(_no_nul(data))
+
+
+def _no_nul(data: bytes) -> bytes:
+    """RFC 9051 4.3: NUL may travel only in a literal8 answering BINARY. APPEND stores binary
+    parts in base64 (mime/binary.py), so this is the last guard for bytes that came in another
+    way (a NUL in a header, mail delivered with one): each NUL becomes 0x80, as Dovecot does,
+    which keeps every size the client was told."""
+    return data.replace(b"\0", b"\x80") if b"\0" in data else data

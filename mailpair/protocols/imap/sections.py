@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.parser
-import email.policy
-import email.utils
 import quopri
 import re
-from dataclasses import dataclass
 
-_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+from mailpair.mime.parts import Entity, multipart_parts, split
 
 
 class NoSuchPart(Exception):
@@ -24,53 +20,7 @@ class UnknownEncoding(Exception):
     pass
 
 
-@dataclass(slots=True)
-class Entity:
-    header: bytes  # includes the blank line that ends it (b"" when there is none)
-    body: bytes
-
-    def content_type(self) -> tuple[str, dict[str, str]]:
-        msg = _HEADERS.parsebytes(self.header)
-        params = {}
-        try:
-            for k, v in msg.get_params(header="content-type")[1:] if msg.get_params() else []:
-                params[k.lower()] = email.utils.collapse_rfc2231_value(v) if isinstance(v, tuple) else str(v)
-        except Exception:
-            params = {}
-        return msg.get_content_type(), params
-
-    def encoding(self) -> str:
-        msg = _HEADERS.parsebytes(self.header)
-        return str(msg.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-
-
-def split(raw: bytes) -> Entity:
-    if raw.startswith(b"\r\n"):
-        return Entity(b"\r\n", raw[2:])
-    if raw.startswith(b"\n"):
-        return Entity(b"\n", raw[1:])
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        i = raw.find(sep)
-        if i >= 0:
-            return Entity(raw[: i + len(sep)], raw[i + len(sep) :])
-    return Entity(raw, b"")
-
-
-def multipart_parts(body: bytes, boundary: str) -> list[bytes]:
-    b = re.escape(boundary.encode("utf-8", "surrogateescape"))
-    delim = re.compile(rb"(?:\A|\r?\n)--" + b + rb"(--)?[ \t]*(?=\r?\n|\Z)\r?\n?")
-    parts = []
-    prev_end = None
-    for m in delim.finditer(body):
-        if prev_end is not None:
-            parts.append(body[prev_end : m.start()])
-        if m.group(1):
-            prev_end = None
-            break
-        prev_end = m.end()
-    if prev_end is not None:  # no close delimiter: the last part runs to the end
-        parts.append(body[prev_end:])
-    return parts
+__all__ = ["Entity", "NoSuchPart", "UnknownEncoding", "binary", "find", "multipart_parts", "section", "split"]
 
 
 def find(raw: bytes, path: list[int]) -> tuple[Entity, bool]:
@@ -88,6 +38,8 @@ def find(raw: bytes, path: list[int]) -> tuple[Entity, bool]:
             if not 1 <= k <= len(parts):
                 raise NoSuchPart(f"no part {k}")
             entity = split(parts[k - 1])
+            if ctype == "multipart/digest":
+                entity.default = "message/rfc822"
             is_message = False
         elif k == 1:
             # A single-part message's part 1 is its body; its MIME header is the message header.

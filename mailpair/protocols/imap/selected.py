@@ -23,6 +23,13 @@ class RecentTracker:
             self.claimed[box_id] = max(upto, uids[-1])
         return mine
 
+    def peek(self, box_id: int, uids: list[int]) -> set[int]:
+        """The UIDs a claim would take, without taking them (EXAMINE)."""
+        return set(uids[bisect.bisect_right(uids, self.claimed.get(box_id, 0)) :])
+
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
 
 class Selected:
     def __init__(self, row, msgs: list[tuple[int, str, int]], readonly: bool, recent: set[int]):
@@ -35,6 +42,27 @@ class Selected:
         self.recent = recent
         self.pending_expunge: set[int] = set()
         self.deleted = False  # the mailbox was deleted under us
+        self.keywords: set[str] = set()  # announced in the last FLAGS response
+
+    def flags_lines(self) -> list[bytes]:
+        """FLAGS and PERMANENTFLAGS for the keywords announced so far."""
+        flags = " ".join([*SYSTEM_FLAGS, *sorted(self.keywords)]).encode()
+        out = [b"* FLAGS (" + flags + b")\r\n"]
+        if self.readonly:
+            out.append(b"* OK [PERMANENTFLAGS ()] read-only mailbox\r\n")
+        else:
+            out.append(b"* OK [PERMANENTFLAGS (" + flags + b" \\*)] flags permitted\r\n")
+        return out
+
+    def new_keywords(self, flag_strings) -> list[bytes]:
+        """RFC 3501 7.2.6 / RFC 9051 7.3.5: once a message carries a keyword the session has not
+        been told of, FLAGS (and PERMANENTFLAGS) are sent again, before the FETCH that shows it."""
+        seen = self.keywords
+        new = {f for fs in set(flag_strings) for f in fs.split() if not f.startswith("\\") and f not in seen}
+        if not new:
+            return []
+        seen |= new
+        return self.flags_lines()
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -94,6 +122,7 @@ class Selected:
         self.pending_expunge.update(gone)
         if allow_expunge and self.pending_expunge:
             out += self.expunge_now(sorted(self.pending_expunge), qresync)
+        out += self.new_keywords(m[1] for m in msgs)
         new = []
         for uid, flags, modseq in msgs:
             if uid in self.flags:

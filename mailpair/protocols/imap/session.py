@@ -189,7 +189,9 @@ class Session:
         try:
             return mutf7.decode(text)
         except mutf7.BadName as e:
-            raise Bad(str(e)) from None
+            # A well-formed astring that is no valid modified UTF-7 (RFC 3501 5.1.3) names no
+            # mailbox that can exist: NO, not BAD (the command's syntax is fine).
+            raise No(str(e), b"CANNOT") from None
 
     # ------------------------------------------------------------------ input
     async def _more(self, timeout: float) -> None:
@@ -383,6 +385,15 @@ class Session:
         metrics.observe(name, reply, elapsed)
         self.send(tag + b" " + reply + (b" (%.3f secs)" % elapsed if reply.startswith(b"OK") else b"") + b"\r\n")
         self.current = ""
+
+    def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 3.1): the first one while a mailbox is selected
+        also reports the mailbox's HIGHESTMODSEQ, so the client has a base for what follows."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.sel is not None:
+            self.send(b"* OK [HIGHESTMODSEQ %d] highest modseq\r\n" % self.sel.highestmodseq)
 
     # ------------------------------------------------------------------ selected-state updates
     def notify(self) -> None:
