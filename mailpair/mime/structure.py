@@ -17,8 +17,9 @@ import re
 from collections.abc import Callable
 from email.generator import BytesGenerator
 from email.message import Message
-from email.utils import getaddresses
 from typing import Any
+
+from mailpair.mime import addresses
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 
@@ -92,27 +93,21 @@ def _simple_addresses(values: list[str]) -> list[tuple[str, str]] | None:
     return out
 
 
-# A whole header value that is one RFC 5322 group: `name: members;` (members may be empty).
-_GROUP = re.compile(r'\s*([^:"<>,;@()]+):(.*);\s*')
+def _enc(s: str | None) -> bytes | None:
+    return s.encode("utf-8", "surrogateescape") if s else None
 
 
 def _address_structs(pairs: list[tuple[str, str]]) -> Nested:
+    """ENVELOPE addresses of the fast path's (display, address) pairs."""
     out: Nested = []
     for display, addr in pairs:
         if not addr and not display:
             continue
-        if "@" in addr:
-            mailbox, _, host = addr.rpartition("@")
-        else:
+        mailbox, at, host = addr.rpartition("@")
+        if not at:
             mailbox, host = addr, ""
-        out.append(
-            [
-                display.encode("utf-8", "surrogateescape") or None,
-                None,
-                mailbox.encode("utf-8", "surrogateescape") or None,
-                host.encode("utf-8", "surrogateescape") or None,
-            ]
-        )
+        # A NIL host would read as a group marker (RFC 3501 7.4.2): see addresses.MISSING_HOST.
+        out.append([_enc(display), None, _enc(mailbox), _enc(host or addresses.MISSING_HOST)])
     return out
 
 
@@ -123,20 +118,15 @@ def _addresses(h: Headers, name: str) -> Nested | None:
         return None
     out: Nested = []
     for v in values:
-        value = v if isinstance(v, str) else str(v)
-        if "\n" in value:
-            value = value.replace("\r\n", "").replace("\n", "")
-        group = _GROUP.fullmatch(value) if ":" in value else None
-        if group is not None:
-            # RFC 3501 7.4.2: a group is a start marker (NIL NIL name NIL), its members, and an
-            # end marker (NIL NIL NIL NIL); `undisclosed-recipients:;` is the common one.
-            members = group.group(2).strip()
-            out.append([None, None, group.group(1).strip().encode("utf-8", "surrogateescape"), None])
-            out += _address_structs(getaddresses([members]) if members else [])
-            out.append([None, None, None, None])
-            continue
+        value = unfold(v if isinstance(v, str) else str(v))
         pairs = _simple_addresses([value])
-        out += _address_structs(pairs if pairs is not None else getaddresses([value]))
+        if pairs is not None:
+            out += _address_structs(pairs)
+        else:  # groups, comments, quotes, routes: the full RFC 5322 grammar
+            out += [
+                [_enc(n), _enc(adl), None if mbox is None else mbox.encode("utf-8", "surrogateescape"), _enc(host)]
+                for n, adl, mbox, host in addresses.parse(value)
+            ]
     return out or None
 
 

@@ -305,3 +305,127 @@ def test_brackets_in_mailbox_names_round_trip(memory_host, name):
         assert (await c.cmd(b"s SELECT " + name))[-1].startswith(b"s OK")
 
     _run(memory_host, script)
+
+
+# ---------------------------------------------------------------------------- ENVELOPE, SORT, SEARCH
+def _envelope_of(memory_host, to: bytes) -> bytes:
+    memory_host.deliver("alice", b"From: a@example.test\r\nTo: " + to + b"\r\nSubject: s\r\n\r\nbody\r\n")
+
+    async def script(c):
+        await c.cmd(b"s SELECT INBOX")
+        out = await c.cmd(b"f FETCH * ENVELOPE")
+        return out[0]
+
+    return _run(memory_host, script)
+
+
+@pytest.mark.parametrize(
+    "to, expected",
+    [
+        # RFC 5322 A.1.3 group, with comments in odd places; RFC 3501 7.4.2 group markers.
+        (
+            b"A Group(Some people):Chris Jones <c@(Chris's host.)public.example>, joe@example.org,"
+            b" John <jdoe@one.test> (my dear friend); (the end of the group)",
+            b'((NIL NIL "A Group" NIL)("Chris Jones" NIL "c" "public.example")(NIL NIL "joe" "example.org")'
+            b'("John" NIL "jdoe" "one.test")(NIL NIL NIL NIL))',
+        ),
+        # A group in the middle of a list, quoted name holding a comma.
+        (
+            b'a@b.test, Friends: c@d.test, "F, G" <f@g.test>;, x@y.test',
+            b'((NIL NIL "a" "b.test")(NIL NIL "Friends" NIL)(NIL NIL "c" "d.test")("F, G" NIL "f" "g.test")'
+            b'(NIL NIL NIL NIL)(NIL NIL "x" "y.test"))',
+        ),
+        (b"undisclosed-recipients:;", b'((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL))'),
+        # RFC 5322 A.5: comments are not the address; a name in a comment stands in for a missing phrase.
+        (b"Pete(A nice \\) chap) <pete(his account)@silly.test(his host)>", b'(("Pete" NIL "pete" "silly.test"))'),
+        (b"bob@example.test (Bob Smith)", b'(("Bob Smith" NIL "bob" "example.test"))'),
+        # RFC 5322 4.4 obs-route, RFC 3501 addr-adl.
+        (b"<@route1,@route2:user@host.test>", b'((NIL "@route1,@route2" "user" "host.test"))'),
+        (b"Mary Smith <@node.test:mary@example.net>", b'(("Mary Smith" "@node.test" "mary" "example.net"))'),
+        # RFC 5322 4.4 obs-domain: white space around the dots is not part of the domain.
+        (b"jdoe@test  . example", b'((NIL NIL "jdoe" "test.example"))'),
+        (b'"Giant; \\"Big\\" Box" <sysservices@example.net>', b'(("Giant; \\"Big\\" Box" NIL "sysservices" "example.net"))'),
+        # No domain: not NIL (that would read as a group marker).
+        (b"justlocal", b'((NIL NIL "justlocal" ".MISSING-HOST-NAME."))'),
+    ],
+)
+def test_envelope_addresses_follow_the_rfc5322_grammar(memory_host, to, expected):
+    env = _envelope_of(memory_host, to)
+    # ENVELOPE: date subject from sender reply-to TO ...; the From/Sender/Reply-To lists come first.
+    frm = b'((NIL NIL "a" "example.test"))'
+    assert env.count(frm) == 3, env
+    to_field = env.split(frm + b" " + frm + b" " + frm + b" ", 1)[1]
+    assert to_field.startswith(expected + b" NIL NIL NIL NIL)"), (to_field, expected)
+
+
+@pytest.mark.parametrize(
+    "subject, base",
+    [
+        ("Re: hello", "hello"),
+        ("RE: [list] Re: hello (fwd)", "hello"),  # leaders repeat (5), trailer (2)
+        ("[list] Re: hello", "hello"),  # subj-leader = *subj-blob subj-refwd
+        ("[Fwd: Re: [x] hello]", "hello"),  # (6) then (2)-(5) again
+        ("Fwd: [x]", "[x]"),  # (4): a blob that is all that is left stays
+        ("Re:", ""),
+        ("  fw:   subject  (fwd) (FWD)  ", "subject"),
+        ("re [blob]: x", "x"),  # subj-refwd = re *WSP [subj-blob] ":"
+        ("Re:Re:  RE : x", "x"),  # subj-refwd allows *WSP between "re" and ":"
+        ("[a][b] y", "y"),
+        ("=?utf-8?q?Re=3A_caf=C3=A9?=", "café"),  # (1) decoded first
+    ],
+)
+def test_sort_base_subject(subject, base):
+    """RFC 5256 section 2.1, steps (1) to (6)."""
+    from mailpair.protocols.imap.sort import base_subject
+
+    assert base_subject(subject.encode()) == base
+
+
+def test_sort_by_from_skips_group_markers_and_uses_the_address_grammar(memory_host):
+    """RFC 5256 3: FROM sorts by the addr-mailbox of the first From address; a group's start
+    marker is not an address."""
+    memory_host.deliver("alice", b"From: Team: zed@example.test;\r\nSubject: 1\r\n\r\nx\r\n")
+    memory_host.deliver("alice", b"From: (comment) amy@example.test\r\nSubject: 2\r\n\r\nx\r\n")
+    memory_host.deliver("alice", b"From: Mo <mo@example.test>\r\nSubject: 3\r\n\r\nx\r\n")
+
+    async def script(c):
+        await c.cmd(b"s SELECT INBOX")
+        out = await c.cmd(b"o SORT (FROM) UTF-8 ALL")
+        assert out[0] == b"* SORT 2 3 1", out
+        out = await c.cmd(b"p SORT (SUBJECT) UTF-8 ALL")
+        assert out[0] == b"* SORT 1 2 3", out
+
+    _run(memory_host, script)
+
+
+def test_search_address_matching(memory_host):
+    """RFC 9051 6.4.4: FROM/TO/CC/BCC match a string in the envelope's address field: the
+    display name (decoded), the address, or `name <address>`, however the header was written
+    (folded, quoted, with comments)."""
+    memory_host.deliver(
+        "alice",
+        b'From: "Doe,\r\n John" <john.doe@example.test>\r\nTo: Ops: =?utf-8?q?J=C3=B6rg?= <jorg@example.test>;\r\n'
+        b"Cc: pat@example.test (Pat Kay)\r\nSubject: x\r\n\r\nbody\r\n",
+    )
+    memory_host.deliver("alice", b"From: other@example.test\r\nTo: nobody@example.test\r\nSubject: y\r\n\r\nbody\r\n")
+
+    async def script(c):
+        await c.cmd(b"s SELECT INBOX")
+        for criterion in (
+            b'FROM "Doe, John"',
+            b"FROM john.doe@example.test",
+            b'FROM "Doe, John <john.doe@"',
+            b"TO jorg@example",
+            b"TO Ops",
+            b"CC pat@example.test",
+            b'CC "Pat Kay <pat@"',
+        ):
+            out = await c.cmd(b"q SEARCH " + criterion)
+            assert out[0] == b"* SEARCH 1", (criterion, out)
+        c.t.send(b"r SEARCH CHARSET UTF-8 TO {5}\r\n")
+        await c.t.wait_for(b"+ ")
+        c.t.send("Jörg".encode() + b"\r\n")
+        out = (await c.t.wait_for(b"r ")).split(b"\r\n")
+        assert out[0] == b"* SEARCH 1", out
+
+    _run(memory_host, script)

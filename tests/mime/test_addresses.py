@@ -59,3 +59,19 @@ def test_groups_become_start_and_end_markers():
         [b"Cy", None, b"c", b"example.org"],
         [None, None, None, None],
     ]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list('ab@.,;:<>()"\\[] \t\r\nxé=?')), max_size=60))
+def test_address_grammar_never_raises_and_markers_pair_up(value):
+    """Any header value parses (rule: never raise), group markers come in start/end pairs, and
+    only group markers have a NIL host."""
+    from mailpair.mime.addresses import parse
+
+    out = parse(value)
+    depth = 0
+    for name, adl, mailbox, host in out:
+        if host is None:
+            depth += 1 if mailbox is not None else -1
+            assert depth in (0, 1)
+    assert depth == 0

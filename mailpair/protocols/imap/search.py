@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mailpair.mime import addresses
+from mailpair.mime.structure import unfold
 from mailpair.protocols.imap import seqset
 from mailpair.protocols.imap.args import Atom, ParseError, as_astring, as_number
 
@@ -119,7 +121,36 @@ def _header_has(name: str, needle: str) -> Pred:
         values = m.header().get_all(name) or []
         if not needle:
             return bool(values)
-        return any(needle in _decode_header(v).casefold() for v in values)
+        # Folding is not content (RFC 5322 2.2.3): "a b" matches a value folded between a and b.
+        return any(needle in " ".join(_decode_header(unfold(str(v))).split()).casefold() for v in values)
+
+    return p
+
+
+def address_texts(value: str) -> list[str]:
+    """What SEARCH FROM/TO/CC/BCC matches for one header value (RFC 9051 6.4.4: the string in
+    the envelope's field): the decoded value, and each address as `name <mailbox@host>` with
+    its name decoded, comments and quoting removed (the address grammar of RFC 5322 3.4), so a
+    search for the display name, the address or both together finds it however it was written."""
+    text = unfold(value)
+    out = [" ".join(_decode_header(text).split())]
+    for name, _adl, mailbox, host in addresses.parse(text):
+        if mailbox is None or host is None:
+            if mailbox:  # a group's name
+                out.append(mailbox)
+            continue
+        spec = f"{mailbox}@{host}" if host != addresses.MISSING_HOST else mailbox
+        display = " ".join(_decode_header(name).split()) if name else ""
+        out.append(f"{display} <{spec}>" if display else spec)
+    return out
+
+
+def _address_has(name: str, needle: str) -> Pred:
+    def p(m: Msg, c: Context) -> bool:
+        values = m.header().get_all(name) or []
+        if not needle:
+            return bool(values)
+        return any(needle in t.casefold() for v in values for t in address_texts(str(v)))
 
     return p
 
@@ -205,8 +236,10 @@ class Parser:
         if u in ("KEYWORD", "UNKEYWORD"):
             kw = as_astring(self.next(), "keyword").decode("utf-8", "replace")
             return _flag(kw, u == "KEYWORD")
-        if u in ("BCC", "CC", "FROM", "SUBJECT", "TO"):
-            return _header_has(u.capitalize() if u != "BCC" else "Bcc", self.text())
+        if u in ("BCC", "CC", "FROM", "TO"):
+            return _address_has(u.capitalize() if u != "BCC" else "Bcc", self.text())
+        if u == "SUBJECT":
+            return _header_has("Subject", self.text())
         if u == "HEADER":
             name = as_astring(self.next(), "header name").decode("utf-8", "replace")
             return _header_has(name, self.text())

@@ -18,8 +18,13 @@ from mailpair.protocols.imap.args import Atom, ParseError
 
 KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
 _HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-_LEADER = re.compile(r"^(?:\s*(?:re|fwd?)\s*(?:\[[^\]]*\])?\s*:|\s*\[[^\]]*\])\s*", re.I)
-_TRAILER = re.compile(r"(?:\s*\(fwd\))+\s*$", re.I)
+# RFC 5256 section 5 (base subject grammar): subj-blob = "[" *BLOBCHAR "]" *WSP, BLOBCHAR being
+# any CHAR but "[" and "]"; subj-refwd = ("re" / ("fw" ["d"])) *WSP [subj-blob] ":";
+# subj-leader = (*subj-blob subj-refwd) / WSP; subj-trailer = "(fwd)" / WSP.
+_BLOB = r"\[[^\[\]]*\]\s*"
+_LEADER = re.compile(rf"^(?:(?:{_BLOB})*(?:re|fwd?)\s*(?:{_BLOB})?:|\s+)", re.I)
+_LEADING_BLOB = re.compile(rf"^{_BLOB}")
+_TRAILER = re.compile(r"(?:\s|\(fwd\))+$", re.I)
 _MSGID = re.compile(rb"<[^<>\s]+>")
 
 
@@ -50,19 +55,21 @@ def _decode(b: bytes | None) -> str:
 
 def base_subject(raw: bytes | None) -> str:
     """RFC 5256 section 2.1, for i;unicode-casemap comparison."""
-    s = " ".join(_decode(raw).split())
+    s = " ".join(_decode(raw).split())  # (1) decoded, white space runs as one space
     while True:
-        before = s
-        s = _TRAILER.sub("", s)
-        while True:
-            t = _LEADER.sub("", s, count=1)
-            if t == s or not t:
+        s = _TRAILER.sub("", s)  # (2) every trailing "(fwd)" and blank
+        while True:  # (5) repeat (3) and (4) until nothing changes
+            before = s
+            s = _LEADER.sub("", s)  # (3) one leader: blobs then re/fw/fwd [blob] ":", or blanks
+            blob = _LEADING_BLOB.match(s)
+            if blob and s[blob.end() :]:  # (4) a leading blob, unless it is all that is left
+                s = s[blob.end() :]
+            if s == before:
                 break
-            s = t
-        if s.lower().startswith("[fwd:") and s.endswith("]"):
-            s = s[5:-1].strip()
-        if s == before:
-            return s.casefold()
+        if s[:5].lower() == "[fwd:" and s.endswith("]"):  # (6) then back to (2)
+            s = s[5:-1]
+            continue
+        return s.casefold()
 
 
 def _sent(env: list, idate_us: int) -> float:
@@ -75,6 +82,9 @@ def _sent(env: list, idate_us: int) -> float:
 
 
 def _addr_key(addrs, display: bool) -> str:
+    # The first address that is one (RFC 5256 3 "the first From address"): group markers, with a
+    # NIL host, name no mailbox.
+    addrs = [a for a in addrs or [] if a and len(a) == 4 and a[3] is not None]
     if not addrs:
         return ""
     name, _adl, mbox, host = addrs[0]
