@@ -70,7 +70,7 @@ def test_address_grammar_never_raises_and_markers_pair_up(value):
 
     out = parse(value)
     depth = 0
-    for name, adl, mailbox, host in out:
+    for _name, _adl, mailbox, host in out:
         if host is None:
             depth += 1 if mailbox is not None else -1
             assert depth in (0, 1)
