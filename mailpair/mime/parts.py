@@ -10,9 +10,10 @@ from __future__ import annotations
 import email.parser
 import email.utils
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from mailpair.mime.structure import POLICY
+from mailpair.mime.headers import POLICY
 
 # Unfolds field values as they are read (RFC 5322 2.2.3), so a folded boundary parameter is found.
 _HEADERS = email.parser.BytesHeaderParser(policy=POLICY)
@@ -27,6 +28,8 @@ class Entity:
     default: str = "text/plain"
 
     def content_type(self) -> tuple[str, dict[str, str]]:
+        if self.header in (b"", b"\r\n", b"\n"):  # no fields: the default, without a parser
+            return self.default, {}
         msg = _HEADERS.parsebytes(self.header)
         msg.set_default_type(self.default)
         params = {}
@@ -54,18 +57,29 @@ def split(raw: bytes) -> Entity:
     return Entity(raw, b"")
 
 
-def multipart_parts(body: bytes, boundary: str) -> list[bytes]:
+def multipart_spans(body: bytes, boundary: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each part of a multipart body, lazily, in order (RFC 2046 5.1.1: the CRLF
+    before a delimiter belongs to the delimiter; without a close delimiter the last part runs
+    to the end)."""
     b = re.escape(boundary.encode("utf-8", "surrogateescape"))
     delim = re.compile(rb"(?:\A|\r?\n)--" + b + rb"(--)?[ \t]*(?=\r?\n|\Z)\r?\n?")
-    parts = []
     prev_end = None
     for m in delim.finditer(body):
         if prev_end is not None:
-            parts.append(body[prev_end : m.start()])
+            yield prev_end, m.start()
         if m.group(1):
-            prev_end = None
-            break
+            return
         prev_end = m.end()
-    if prev_end is not None:  # no close delimiter: the last part runs to the end
-        parts.append(body[prev_end:])
-    return parts
+    if prev_end is not None:
+        yield prev_end, len(body)
+
+
+def multipart_end(body: bytes, boundary: str, start: int) -> int:
+    """Where the last part ends: at the close delimiter after start, or at the end of body."""
+    b = re.escape(boundary.encode("utf-8", "surrogateescape"))
+    m = re.compile(rb"\r?\n--" + b + rb"--[ \t]*(?=\r?\n|\Z)").search(body, start)
+    return m.start() if m else len(body)
+
+
+def multipart_parts(body: bytes, boundary: str) -> list[bytes]:
+    return [body[a:b] for a, b in multipart_spans(body, boundary)]

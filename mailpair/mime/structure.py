@@ -19,28 +19,9 @@ from email.generator import BytesGenerator
 from email.message import Message
 from typing import Any
 
-from mailpair.mime import addresses
+from mailpair.mime import addresses, bounded
+from mailpair.mime.headers import POLICY, unfold
 
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
-
-
-def unfold(value: str) -> str:
-    """RFC 5322 2.2.3: unfolding removes each CRLF that is followed by a space or tab (a bare LF
-    too: mail read from files often has them). Parameters are parsed only after this, so a value
-    folded inside its quotes (boundary="a<CRLF> b") reads as "a b", not with the line break."""
-    return _FOLD.sub("", value) if "\n" in value else value
-
-
-class _Unfolding(email.policy.Compat32):
-    """compat32, except that a field's value is unfolded when it is read (msg.get, get_params,
-    get_boundary, the parser's own boundary lookup); compat32 hands it over with its line
-    breaks, so a folded boundary made a multipart message one opaque part."""
-
-    def header_fetch_parse(self, name, value):
-        return super().header_fetch_parse(name, unfold(value) if isinstance(value, str) else value)
-
-
-POLICY = _Unfolding()
 _PARSER = email.parser.BytesParser(policy=POLICY)
 _HEADER_PARSER = email.parser.BytesHeaderParser(policy=POLICY)
 _CRLF = email.policy.compat32.clone(linesep="\r\n")
@@ -391,6 +372,39 @@ def _lean_structure(h: Headers, body: bytes) -> Nested | None:
     )
 
 
+def _header_message(header: bytes, default: str) -> Message:
+    msg = _HEADER_PARSER.parsebytes(header)
+    msg.set_default_type(default)
+    return msg
+
+
+def _bounded_structure(raw: bytes) -> Nested:
+    """BODYSTRUCTURE of the bounded walk (mime/bounded.py), for messages past its limits."""
+
+    def one(n: bounded.Node) -> Nested:
+        head = _header_message(n.entity.header, n.entity.default)
+        if n.children is not None:
+            parts = [one(c) for c in n.children] or [bodystructure(Message())]
+            return [
+                parts,
+                _b(n.ctype.partition("/")[2].upper()),
+                _params(head, "content-type"),
+                _disposition(head),
+                _language(head),
+                _raw_header(_headers(head), "content-location"),
+            ]
+        if n.ctype == bounded.OPAQUE:  # what is past the limits: one part, typed by us
+            head = _header_message(b"Content-Type: application/octet-stream\r\n\r\n", "text/plain")
+        out = _single_part_structure(head, n.entity.body)
+        if n.message is not None:
+            inner = n.message
+            body = _crlf(n.entity.body)
+            out[7:7] = [envelope(_header_message(inner.entity.header, "text/plain")), one(inner), _lines(body)]
+        return out
+
+    return one(bounded.walk(raw))
+
+
 def analyse(raw: bytes) -> tuple[Nested, Nested]:
     """(envelope, bodystructure) of a raw RFC 5322 message; never raises."""
     try:
@@ -408,6 +422,8 @@ def analyse(raw: bytes) -> tuple[Nested, Nested]:
                 return _envelope_of(fields), structure
         head = _HEADER_PARSER.parsebytes(header)  # the header alone: the body need not be scanned
         maintype = head.get_content_maintype()
+        if maintype in ("multipart", "message") and bounded.needed(raw):
+            return envelope(head), _bounded_structure(raw)
         if maintype in ("multipart", "message") or (b"\n\n" not in raw and b"\r\n\r\n" not in raw):
             msg = _PARSER.parsebytes(raw)
             return envelope(msg), bodystructure(msg)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailpair.mime import addresses
-from mailpair.mime.structure import unfold
+from mailpair.mime.headers import unfold
 from mailpair.protocols.imap import seqset
 from mailpair.protocols.imap.args import Atom, ParseError, as_astring, as_number
 

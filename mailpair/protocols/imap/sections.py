@@ -9,6 +9,7 @@ import binascii
 import quopri
 import re
 
+from mailpair.mime import bounded
 from mailpair.mime.parts import Entity, multipart_parts, split
 
 
@@ -26,6 +27,8 @@ __all__ = ["Entity", "NoSuchPart", "UnknownEncoding", "binary", "find", "multipa
 def find(raw: bytes, path: list[int]) -> tuple[Entity, bool]:
     """The entity at a part path (header = its MIME header) and whether it is message/rfc822.
     The top-level message is path []."""
+    if path and bounded.needed(raw):  # past the analysis limits: the same walk as BODYSTRUCTURE
+        return bounded.find(raw, path, NoSuchPart)
     entity = split(raw)
     is_message = True
     for k in path:
