@@ -119,7 +119,13 @@ async def _authenticate_user(s: Session, user: str, password: str) -> bytes:
             break
     ok = False
     if row is not None and password:
-        ok = await asyncio.to_thread(verify_password, password, row[0])
+        # A returning user within the cache's time: a keyed hash instead of scrypt. row[0] is the
+        # account's hash as the database holds it now, so a changed password misses.
+        ok = s.server.auth_cache.check(user, password, row[0])
+        if not ok:
+            ok = await asyncio.to_thread(verify_password, password, row[0])
+            if ok:
+                s.server.auth_cache.remember(user, password, row[0])
     else:
         # Same work for an unknown user, so the reply's timing does not tell which names exist.
         await asyncio.to_thread(lambda: verify_password(password or "-", _dummy_hash()))

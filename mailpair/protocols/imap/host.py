@@ -31,6 +31,7 @@ from mailpair.protocols.imap.selected import RecentTracker
 from mailpair.protocols.imap.settings import ImapSettings
 from mailpair.protocols.imap.transport import Transport
 from mailpair.store import Change, NodeStore
+from mailpair.store.authcache import AuthCache
 
 if TYPE_CHECKING:
     from mailpair.protocols.imap.session import Session
@@ -62,6 +63,7 @@ class SessionHost(Protocol):
     closing: bool
     recent: RecentTracker
     user_connections: dict[str, int]
+    auth_cache: AuthCache  # recent successful logins (store/authcache.py)
 
     def session_count(self) -> int: ...
 
@@ -89,6 +91,7 @@ class ImapHost:
         self.recent = RecentTracker()
         self.user_connections: dict[str, int] = {}
         self.failures: dict[str, tuple[int, float]] = {}  # address -> (count, last time)
+        self.auth_cache = AuthCache(settings.auth_cache_ttl)
         self.closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listening: list = []

@@ -34,6 +34,7 @@ class ImapSettings:
     max_connections_per_user: int = 20
     max_connections: int = 2000  # all sessions of this listener, logged in or not
     login_delay: float = 1.0  # seconds added per recent failed login from the same address
+    auth_cache_ttl: float = 300.0  # seconds a successful login is checked by a fast keyed hash; 0: off
     fetch_batch: int = 500  # messages per reader-thread round trip in FETCH
 
     def plaintext_allowed(self) -> bool:
