@@ -10,7 +10,8 @@ stopped with SIGTERM when the block ends.
         dc.maildir("user1")             # the user's Maildir (new/ cur/ tmp/)
         dc.log_text()                   # its log, for error messages
 
-Users log in over IMAP with plain-text passwords (LOGIN / AUTHENTICATE PLAIN; no TLS) and take
+Users log in over IMAP with plain-text passwords (LOGIN / AUTHENTICATE PLAIN; no TLS; stored in
+the clear unless `hashed` gives a user a "{SCHEME}..." string from `doveadm pw`) and take
 LMTP delivery as RCPT TO:<user1> or <user1@anything>. Mail is stored in Maildir (or the format
 `mail_location` names: sdbox, mdbox) with Dovecot's default fsync policy ("optimized": every
 delivered message is fsync'd before the 250).
@@ -53,8 +54,10 @@ class Dovecot:
         extra_config: str = "",
         process_limit: int = 200,
         mail_location: str = "maildir:~/Maildir",
+        hashed: dict[str, str] | None = None,
     ):
         self.users = dict(users or {"user1": "mailpair"})
+        self.hashed = dict(hashed or {})  # user -> "{SCHEME}hash" as `doveadm pw` prints it
         self.host = host
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="mailpair-dovecot-"))
@@ -156,7 +159,8 @@ service stats {{
             (self.dir / "home" / user).mkdir(exist_ok=True)
         with open(self.dir / "passwd", "w") as f:
             for user, password in self.users.items():
-                f.write(f"{user}:{{PLAIN}}{password}:{uid}:{gid}::{self.dir}/home/{user}::\n")
+                stored = self.hashed.get(user) or f"{{PLAIN}}{password}"
+                f.write(f"{user}:{stored}:{uid}:{gid}::{self.dir}/home/{user}::\n")
         (self.dir / "dovecot.conf").write_text(self.config_text())
         if os.geteuid() == 0:
             os.chmod(self.dir, 0o755)
