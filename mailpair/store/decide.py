@@ -134,11 +134,17 @@ def _missing_parents(conn: sqlite3.Connection, account: str, name: str) -> list[
 
 
 def _messages(conn: sqlite3.Connection, box_id: int, uids: list[int] | None) -> list[tuple]:
-    rows = conn.execute("SELECT uid, flags, size, modseq FROM messages WHERE mailbox_id=? ORDER BY uid", (box_id,)).fetchall()
+    sql = "SELECT uid, flags, size, modseq FROM messages WHERE mailbox_id=?"
     if uids is None:
-        return rows
-    wanted = set(uids)
-    return [r for r in rows if r[0] in wanted]
+        return conn.execute(sql + " ORDER BY uid", (box_id,)).fetchall()
+    # Only the rows asked for, by primary key: this runs on the single writer thread, and a scan
+    # of the whole mailbox for a one-message STORE held up every write queued behind it.
+    wanted = sorted(set(uids))
+    rows: list[tuple] = []
+    for i in range(0, len(wanted), 500):
+        part = wanted[i : i + 500]
+        rows += conn.execute(sql + f" AND uid IN ({','.join('?' * len(part))}) ORDER BY uid", (box_id, *part)).fetchall()
+    return rows
 
 
 # ---------------------------------------------------------------------------- accounts
