@@ -18,7 +18,12 @@ class Atom(str):
     __slots__ = ()
 
 
-class Binary(bytes):
+class Literal(bytes):
+    """A string sent as a literal ({n}), told apart from a quoted string where the grammar cares
+    (APPEND: a quoted date-time versus the message)."""
+
+
+class Binary(Literal):
     """A literal8 (~{n}) string: may hold NUL bytes (BINARY, RFC 3516)."""
 
 
@@ -74,7 +79,7 @@ def tokenize(segments: list[bytes]) -> list:
             if end > 0 and line[end - 1] not in b" (":
                 raise ParseError("literal must follow a space or parenthesis")
             lit = literals[n]
-            stack[-1].append(Binary(lit) if m.group(1) else lit)
+            stack[-1].append(Binary(lit) if m.group(1) else Literal(lit))
     if len(stack) != 1:
         raise ParseError("unbalanced parenthesis")
     return root

@@ -6,13 +6,15 @@ from __future__ import annotations
 import calendar
 import re
 import time
+from dataclasses import dataclass
 
 from mailpair.mime.binary import encode_nul_parts
-from mailpair.protocols.imap import reads, wire
-from mailpair.protocols.imap.args import Args, Atom, Binary, ParseError, as_astring, as_number
+from mailpair.protocols.imap import catenate, reads, wire
+from mailpair.protocols.imap.args import Args, Atom, Binary, Literal, ParseError, as_astring, as_number
 from mailpair.protocols.imap.selected import Selected
 from mailpair.protocols.imap.session import AUTH, Bad, No, Session, command
 from mailpair.store import NoSuchMailbox
+from mailpair.store.errors import StoreError
 from mailpair.store.names import DELIMITER
 
 _STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT", "SIZE", "HIGHESTMODSEQ", "DELETED")
@@ -309,19 +311,30 @@ def parse_date_time(v: bytes) -> int:
     return (t - offset) * 1_000_000
 
 
-@command("APPEND", AUTH)
-async def append(s: Session, tag: bytes, a: Args) -> bytes:
-    name = s.mailbox_in(a.astring("mailbox"))
-    flags: list[str] = []
+@dataclass(slots=True)
+class _Message:
+    flags: list[str]
+    date_us: int | None
+    raw: bytes
+    binary: bool
+
+
+def _append_flags(v: list) -> list[str]:
+    flags = []
+    for f in v:
+        if not isinstance(f, Atom):
+            raise Bad("flags are atoms")
+        if f.upper() != "\\RECENT":
+            flags.append(str(f))
+    return flags
+
+
+async def _next_message(s: Session, a: Args) -> _Message:
+    """One `[flags] [date-time] (literal | UTF8 (literal8) | CATENATE (parts))` of APPEND."""
+    flags = _append_flags(a.list()) if isinstance(a.peek(), list) else []
     date_us = None
-    if isinstance(a.peek(), list):
-        for f in a.list():
-            if not isinstance(f, Atom):
-                raise Bad("flags are atoms")
-            if f.upper() != "\\RECENT":
-                flags.append(str(f))
     nxt = a.next("message literal")
-    if isinstance(nxt, bytes) and a.more():  # the optional date-time came first
+    if isinstance(nxt, bytes) and not isinstance(nxt, Literal):  # a quoted date-time
         date_us = parse_date_time(nxt)
         nxt = a.next("message literal")
     if isinstance(nxt, Atom) and nxt.upper() == "UTF8":  # RFC 6855: APPEND ... UTF8 (~{n}...)
@@ -329,26 +342,47 @@ async def append(s: Session, tag: bytes, a: Args) -> bytes:
         if len(inner) != 1 or not isinstance(inner[0], bytes):
             raise Bad("UTF8 needs one literal8 in parentheses")
         nxt = inner[0]
-    if not isinstance(nxt, bytes):
+    elif isinstance(nxt, Atom) and nxt.upper() == "CATENATE":  # RFC 4469
+        raw = await catenate.assemble(s, a.list("CATENATE parts"))
+        return _Message(flags, date_us, raw, False)
+    if not isinstance(nxt, Literal):
         raise Bad("the message must be a literal")
-    if a.more():
-        raise Bad("one message per APPEND (MULTIAPPEND is not supported)")
-    raw = bytes(nxt)
-    if not raw:
-        raise No("empty message")
-    if isinstance(nxt, Binary):
-        raw = encode_nul_parts(raw)  # RFC 3516 4.3: binary parts stored in base64
+    return _Message(flags, date_us, bytes(nxt), isinstance(nxt, Binary))
+
+
+@command("APPEND", AUTH)
+async def append(s: Session, tag: bytes, a: Args) -> bytes:
+    """APPEND, with MULTIAPPEND (RFC 3502: several messages, all or none) and CATENATE (RFC 4469:
+    a message assembled from literals and parts of stored messages)."""
+    name = s.mailbox_in(a.astring("mailbox"))
+    messages = [await _next_message(s, a)]
+    while a.more():
+        messages.append(await _next_message(s, a))
     limit = s.settings.literal_limit()
-    prepared = await s.server.store.preparer.prepare(raw, limit)
-    if date_us is None:
-        date_us = time.time_ns() // 1000
+    prepared = []
+    for m in messages:  # every message is checked before any is stored
+        if not m.raw:
+            raise No("empty message")
+        raw = encode_nul_parts(m.raw) if m.binary else m.raw  # RFC 3516 4.3: binary parts in base64
+        prepared.append(await s.server.store.preparer.prepare(raw, limit))
+    now = time.time_ns() // 1000
+    done: list[int] = []
+    uidvalidity = 0
     try:
-        res = await s.db.acommit("append", account=s.user, mailbox=name, date=date_us, flags=flags, **prepared)
-    except NoSuchMailbox:
-        raise No(f"no such mailbox: {name}", b"TRYCREATE") from None
-    if s.sel is not None and res["mailbox_id"] == s.sel.box_id:
-        s.dirty = True
-    return b"OK [APPENDUID %d %d] APPEND completed" % (res["uidvalidity"], res["uid"])
+        for m, p in zip(messages, prepared, strict=True):
+            res = await s.db.acommit("append", account=s.user, mailbox=name, date=m.date_us or now, flags=m.flags, **p)
+            done.append(res["uid"])
+            uidvalidity = res["uidvalidity"]
+            if s.sel is not None and res["mailbox_id"] == s.sel.box_id:
+                s.dirty = True
+    except StoreError as e:
+        if done:  # RFC 3502: none of them, if not all (each append is its own record)
+            await s.db.acommit("store_flags", account=s.user, mailbox=name, uids=done, flags=["\\Deleted"], mode="add")
+            await s.db.acommit("expunge", account=s.user, mailbox=name, uids=done)
+        if isinstance(e, NoSuchMailbox):
+            raise No(f"no such mailbox: {name}", b"TRYCREATE") from None
+        raise
+    return b"OK [APPENDUID %d %s] APPEND completed" % (uidvalidity, wire.seq_set(done) if len(done) > 1 else b"%d" % done[0])
 
 
 # ---------------------------------------------------------------------------- SELECT

@@ -126,3 +126,11 @@ def flags_of(conn: sqlite3.Connection, box_id: int, uids: list[int]) -> dict[int
         if uid in wanted:
             out[uid] = (flags, modseq)
     return out
+
+
+def message_raw(conn: sqlite3.Connection, box_id: int, uid: int) -> bytes | None:
+    """A stored message's bytes, by mailbox and UID (CATENATE's URLs)."""
+    row = conn.execute(
+        "SELECT b.raw FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id=? AND m.uid=?", (box_id, uid)
+    ).fetchone()
+    return None if row is None else bytes(row[0])

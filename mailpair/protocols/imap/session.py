@@ -318,6 +318,8 @@ class Session:
             b"THREAD=ORDEREDSUBJECT",
             b"THREAD=REFERENCES",
             b"COMPRESS=DEFLATE",
+            b"MULTIAPPEND",
+            b"CATENATE",
         ]
         return caps
 
