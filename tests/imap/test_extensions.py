@@ -101,3 +101,34 @@ def test_catenate_text_and_urls(memory_host):
         await c.close()
 
     memory_host.run(go())
+
+
+def test_esort_and_partial(memory_host):
+    """ESORT (RFC 5267 3.2): SORT RETURN gives ESEARCH with MIN/MAX as the first/last in sort
+    order and ALL in sort order; PARTIAL (RFC 9394): positions of the result, from the end when
+    negative, for SEARCH, SORT and the UID FETCH modifier."""
+    for i, subject in enumerate(["delta", "alpha", "charlie", "bravo", "echo"]):
+        memory_host.deliver("alice", message(i, subject=subject))
+
+    async def go():
+        c = memory_host.client()
+        await c.login()
+        assert b"ESORT" in (await c.cmd(b"k CAPABILITY"))[0]
+        await c.cmd(b"s SELECT INBOX")
+        out = await c.cmd(b"a SORT RETURN (MIN MAX ALL COUNT) (SUBJECT) UTF-8 ALL")
+        assert out[0] == b'* ESEARCH (TAG "a") MIN 2 MAX 5 ALL 2,4,3,1,5 COUNT 5', out
+        out = await c.cmd(b"b UID SORT RETURN (PARTIAL 2:3) (SUBJECT) UTF-8 ALL")
+        assert out[0] == b'* ESEARCH (TAG "b") UID PARTIAL (2:3 4,3)', out
+        out = await c.cmd(b"c SEARCH RETURN (PARTIAL -1:-2) ALL")
+        assert out[0] == b'* ESEARCH (TAG "c") PARTIAL (-1:-2 4:5)', out
+        out = await c.cmd(b"d SEARCH RETURN (PARTIAL 7:9) ALL")
+        assert out[0] == b'* ESEARCH (TAG "d") PARTIAL (7:9 NIL)', out
+        out = await c.cmd(b"e SEARCH RETURN (PARTIAL 1:2 COUNT) ALL")
+        assert out[0] == b'* ESEARCH (TAG "e") COUNT 5 PARTIAL (1:2 1:2)', out
+        assert (await c.cmd(b"f SEARCH RETURN (PARTIAL 0:2) ALL"))[-1].startswith(b"f BAD")
+        assert (await c.cmd(b"g SEARCH RETURN (PARTIAL 1:-2) ALL"))[-1].startswith(b"g BAD")
+        out = await c.cmd(b"h UID FETCH 1:* (UID) (PARTIAL -1:-2)")
+        assert out[:-1] == [b"* 4 FETCH (UID 4)", b"* 5 FETCH (UID 5)"], out
+        await c.close()
+
+    memory_host.run(go())

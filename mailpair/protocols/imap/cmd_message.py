@@ -4,6 +4,8 @@ forms), CLOSE, UNSELECT, IDLE."""
 from __future__ import annotations
 
 import asyncio
+import re
+from dataclasses import dataclass
 
 from mailpair.protocols.imap import fetch as fetchmod
 from mailpair.protocols.imap import framing, reads, search, seqset, wire
@@ -45,6 +47,11 @@ async def _fetch(s: Session, a: Args, uid: bool) -> bytes:
             elif m == "VANISHED":
                 vanished = True
                 i += 1
+            elif m == "PARTIAL" and i + 1 < len(mods):  # RFC 9394 3.2: a page of the set
+                r, _ = parse_returns([Atom("RETURN"), [Atom("PARTIAL"), mods[i + 1]]])
+                lo, hi = r.partial
+                targets = targets[lo - 1 : hi] if lo > 0 else targets[max(0, len(targets) + lo) : max(0, len(targets) + hi + 1)]
+                i += 2
             else:
                 raise Bad(f"unknown fetch modifier {m[:20]}")
         if vanished and (not uid or changed_since is None or not s.qresync):
@@ -193,17 +200,90 @@ async def uid_store(s: Session, tag: bytes, a: Args) -> bytes:
 
 
 # ---------------------------------------------------------------------------- SEARCH
+_RETURN_OPTIONS = {"MIN", "MAX", "COUNT", "ALL", "SAVE", "PARTIAL"}
+_PARTIAL = re.compile(r"^(-?)([1-9]\d{0,9}):(-?)([1-9]\d{0,9})$")
+
+
+@dataclass(slots=True)
+class Returns:
+    """RETURN (...) of SEARCH (RFC 4731), SORT (ESORT, RFC 5267) and PARTIAL (RFC 9394)."""
+
+    opts: set[str]
+    partial: tuple[int, int] | None = None  # positions, 1-based; negative count from the end
+    partial_text: bytes = b""
+
+
+def parse_returns(values: list) -> tuple[Returns | None, list]:
+    """RETURN (options) at the head of values, and the values after it."""
+    if not (len(values) >= 2 and isinstance(values[0], Atom) and values[0].upper() == "RETURN"):
+        return None, values
+    if not isinstance(values[1], list):
+        raise Bad("RETURN needs a list")
+    items = values[1]
+    r = Returns(set())
+    i = 0
+    while i < len(items):
+        o = str(items[i]).upper() if isinstance(items[i], Atom) else ""
+        if o not in _RETURN_OPTIONS:
+            raise Bad("unknown RETURN option")
+        if o == "PARTIAL":
+            m = _PARTIAL.match(str(items[i + 1])) if i + 1 < len(items) and isinstance(items[i + 1], Atom) else None
+            if m is None or m.group(1) != m.group(3):
+                raise Bad("PARTIAL needs a range like 1:100 or -1:-100")
+            lo, hi = sorted((int(m.group(2)), int(m.group(4))))
+            r.partial = (-hi, -lo) if m.group(1) else (lo, hi)
+            r.partial_text = str(items[i + 1]).encode()
+            i += 1
+        r.opts.add(o)
+        i += 1
+    if not r.opts:
+        r.opts = {"ALL"}
+    return r, values[2:]
+
+
+def ordered_set(ids: list[int]) -> bytes:
+    """ids in the order given, with runs of consecutive ascending numbers as ranges (ESORT's ALL
+    and PARTIAL keep the sort order, RFC 5267 3.2)."""
+    out: list[bytes] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(b"%d" % ids[i] if i == j else b"%d:%d" % (ids[i], ids[j]))
+        i = j + 1
+    return b",".join(out)
+
+
+def esearch(tag: bytes, uid: bool, ids: list[int], r: Returns, in_order: bool) -> list[bytes]:
+    """The ESEARCH items for ids (ascending for SEARCH; in sort order for SORT, in_order)."""
+    parts = [b"(TAG " + wire.string(tag) + b")"]
+    if uid:
+        parts.append(b"UID")
+    if ids:
+        if "MIN" in r.opts:
+            parts.append(b"MIN %d" % (ids[0] if in_order else min(ids)))
+        if "MAX" in r.opts:
+            parts.append(b"MAX %d" % (ids[-1] if in_order else max(ids)))
+        if "ALL" in r.opts:
+            parts.append(b"ALL " + (ordered_set(ids) if in_order else wire.seq_set(ids)))
+    if "COUNT" in r.opts:
+        parts.append(b"COUNT %d" % len(ids))
+    if r.partial is not None:
+        # RFC 9394 3.1: the results at those positions (from the end when negative), or NIL.
+        lo, hi = r.partial
+        if lo > 0:
+            chosen = ids[lo - 1 : hi]
+        else:  # -100:-1 is the last hundred
+            chosen = ids[max(0, len(ids) + lo) : max(0, len(ids) + hi + 1)]
+        body = (ordered_set(chosen) if in_order else wire.seq_set(chosen)) if chosen else b"NIL"
+        parts.append(b"PARTIAL (" + r.partial_text + b" " + body + b")")
+    return parts
+
+
 async def _search(s: Session, tag: bytes, a: Args, uid: bool) -> bytes:
     sel = s.sel
-    ret: list[str] | None = None
-    values = a.values[a.i :]
-    if len(values) >= 2 and isinstance(values[0], Atom) and values[0].upper() == "RETURN":
-        if not isinstance(values[1], list):
-            raise Bad("RETURN needs a list")
-        ret = [str(x).upper() for x in values[1]] or ["ALL"]
-        if not set(ret) <= {"MIN", "MAX", "COUNT", "ALL", "SAVE"}:
-            raise Bad("unknown RETURN option")
-        values = values[2:]
+    ret, values = parse_returns(a.values[a.i :])
     try:
         query, _charset = search.parse(values, s.utf8)
     except search.BadCharset:
@@ -215,30 +295,20 @@ async def _search(s: Session, tag: bytes, a: Args, uid: bool) -> bytes:
     modseq_part = b""
     if query.uses_modseq and found:
         modseq_part = b" (MODSEQ %d)" % max(f[2] for f in found)
-    if ret is not None and "SAVE" in ret:
+    if ret is not None and "SAVE" in ret.opts:
         s.saved = {f[1] for f in found}
-        if set(ret) == {"SAVE"}:
+        if ret.opts == {"SAVE"}:
             return b"OK SEARCH completed (saved)"
     if ret is None and not s.rev2:
         s.send(b"* SEARCH" + b"".join(b" %d" % n for n in ids) + modseq_part + b"\r\n")
         return b"OK SEARCH completed"
-    opts = ret or ["ALL"]
-    parts = [b"(TAG " + wire.string(tag) + b")"]
-    if uid:
-        parts.append(b"UID")
-    if ids:
-        if "MIN" in opts:
-            parts.append(b"MIN %d" % min(ids))
-        if "MAX" in opts:
-            parts.append(b"MAX %d" % max(ids))
-        if "ALL" in opts:
-            parts.append(b"ALL " + wire.seq_set(ids))
-    if "COUNT" in opts:
-        parts.append(b"COUNT %d" % len(ids))
+    ret = ret or Returns({"ALL"})
+    opts = ret.opts
+    parts = esearch(tag, uid, ids, ret, in_order=False)
     if modseq_part and ids:
         # RFC 7162 3.1.5: with only MIN and/or MAX, the highest modseq of the messages returned;
         # with ALL or COUNT, the highest of all that matched.
-        if opts and not {"ALL", "COUNT"} & set(opts) and {"MIN", "MAX"} & set(opts):
+        if not {"ALL", "COUNT", "PARTIAL"} & opts and {"MIN", "MAX"} & opts:
             key = 1 if uid else 0
             chosen = [f for f in found if ("MIN" in opts and f[key] == min(ids)) or ("MAX" in opts and f[key] == max(ids))]
         else:
@@ -423,23 +493,32 @@ def _charset_and_query(s: Session, values: list) -> search.Query:
     return query
 
 
-async def _sort(s: Session, a: Args, uid: bool) -> bytes:
+async def _sort(s: Session, tag: bytes, a: Args, uid: bool) -> bytes:
     sel = s.sel
-    criteria = sortmod.parse_criteria(a.next("sort criteria"))
-    query = _charset_and_query(s, a.values[a.i :])
+    ret, values = parse_returns(a.values[a.i :])  # ESORT (RFC 5267): SORT RETURN (...) (keys) ...
+    if not values:
+        raise Bad("missing sort criteria")
+    criteria = sortmod.parse_criteria(values[0])
+    query = _charset_and_query(s, values[1:])
     found = await s.db.read(sortmod.run_sort, sel.box_id, list(sel.uids), query, set(sel.recent), s.saved, criteria)
-    s.send(b"* SORT" + b"".join(b" %d" % (u if uid else m) for m, u in found) + b"\r\n")
+    ids = [u if uid else m for m, u in found]
+    if ret is None:
+        s.send(b"* SORT" + b"".join(b" %d" % n for n in ids) + b"\r\n")
+        return b"OK SORT completed"
+    if "SAVE" in ret.opts:
+        s.saved = {u for _, u in found}
+    s.send(b"* ESEARCH " + b" ".join(esearch(tag, uid, ids, ret, in_order=True)) + b"\r\n")
     return b"OK SORT completed"
 
 
 @command("SORT", SELECTED)
 async def sort_cmd(s: Session, tag: bytes, a: Args) -> bytes:
-    return await _sort(s, a, uid=False)
+    return await _sort(s, tag, a, uid=False)
 
 
 @command("UID SORT", SELECTED)
 async def uid_sort(s: Session, tag: bytes, a: Args) -> bytes:
-    return await _sort(s, a, uid=True)
+    return await _sort(s, tag, a, uid=True)
 
 
 async def _thread(s: Session, a: Args, uid: bool) -> bytes:

@@ -320,6 +320,8 @@ class Session:
             b"COMPRESS=DEFLATE",
             b"MULTIAPPEND",
             b"CATENATE",
+            b"ESORT",
+            b"PARTIAL",
         ]
         return caps
 
