@@ -23,18 +23,16 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from mailpair.protocols.imap import metrics
 from mailpair.protocols.imap.fetch import StructureCache
 from mailpair.protocols.imap.selected import RecentTracker
+from mailpair.protocols.imap.session import Session
 from mailpair.protocols.imap.settings import ImapSettings
 from mailpair.protocols.imap.transport import Transport
 from mailpair.store import Change, NodeStore
 from mailpair.store.authcache import AuthCache
-
-if TYPE_CHECKING:
-    from mailpair.protocols.imap.session import Session
 
 log = logging.getLogger("mailpair.imap")
 
@@ -106,8 +104,6 @@ class ImapHost:
 
     async def serve(self, transport: Transport) -> None:
         """Run one session over transport until it ends."""
-        from mailpair.protocols.imap.session import Session  # session imports this module's types
-
         if self._loop is None:
             self.attach()
         session = Session(self, transport)

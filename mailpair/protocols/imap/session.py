@@ -1,5 +1,6 @@
-"""One client connection over a Transport (transport.py; no socket here): reading commands, the state machine (not authenticated, authenticated,
-selected, logout), dispatch to the command handlers, untagged updates, time-outs.
+"""One client connection over a Transport (transport.py; no socket here): reading commands, the
+state machine (not authenticated, authenticated, selected, logout), dispatch to the command
+handlers, untagged updates, time-outs.
 
 Handlers are `async def handler(session, tag, args) -> bytes` returning the tagged reply's text
 ("OK ..."); they write untagged responses with `session.send`. Before a tagged reply the session
