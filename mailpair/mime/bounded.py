@@ -15,7 +15,6 @@ keeps room for its own opaque tail); nesting never exceeds MAX_DEPTH; never rais
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from mailpair.mime.parts import Entity, multipart_end, multipart_spans, split
@@ -23,20 +22,20 @@ from mailpair.mime.parts import Entity, multipart_end, multipart_spans, split
 MAX_PARTS = 10_000
 MAX_DEPTH = 100
 OPAQUE = "application/octet-stream"
-_NESTING = re.compile(rb"(?i)boundary|message/rfc822")
 
 
 def needed(raw: bytes) -> bool:
     """True when the message may hold more parts or deeper nesting than the limits (then only
-    the bounded walk may look at it)."""
-    if raw.count(b"\n--") > MAX_PARTS:
+    the bounded walk may look at it). Plain byte counts (memchr speed) decide almost every
+    message: nesting needs a delimiter line or a message/rfc822 ("822") per level, so below the
+    limit in those counts nothing can be too deep; only past it are the markers counted exactly."""
+    delimiters = raw.count(b"\n--")
+    if delimiters > MAX_PARTS:
         return True
-    n = 0
-    for _ in _NESTING.finditer(raw):
-        n += 1
-        if n > MAX_DEPTH:
-            return True
-    return False
+    if delimiters + raw.count(b"822") <= MAX_DEPTH:
+        return False
+    low = raw.lower()
+    return low.count(b"boundary") + low.count(b"message/rfc822") > MAX_DEPTH
 
 
 @dataclass(slots=True)
@@ -46,6 +45,7 @@ class Node:
     children: list[Node] | None = None  # a multipart's parts
     message: Node | None = None  # the message a message/rfc822 part encloses
     params: dict[str, str] = field(default_factory=dict)
+    opaque: bool = False  # what is past the limits (not a part that says octet-stream itself)
 
 
 def walk(raw: bytes) -> Node:
@@ -53,14 +53,14 @@ def walk(raw: bytes) -> Node:
 
     def opaque(body: bytes) -> Node:
         budget[0] -= 1
-        return Node(Entity(b"", body, OPAQUE), OPAQUE)
+        return Node(Entity(b"", body, OPAQUE), OPAQUE, opaque=True)
 
     def node(entity: Entity, depth: int, is_part: bool) -> Node:
         budget[0] -= 1
         ctype, params = entity.content_type()
         if ctype.startswith("multipart/") and params.get("boundary"):
             if depth >= MAX_DEPTH:
-                return Node(Entity(entity.header, entity.body, OPAQUE), OPAQUE)
+                return Node(Entity(entity.header, entity.body, OPAQUE), OPAQUE, opaque=True)
             child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
             children: list[Node] = []
             body = entity.body
@@ -75,7 +75,7 @@ def walk(raw: bytes) -> Node:
             return Node(entity, ctype, children=children, params=params)
         if ctype == "message/rfc822" and is_part:
             if depth >= MAX_DEPTH or budget[0] <= depth + 2:
-                return Node(Entity(entity.header, entity.body, OPAQUE), OPAQUE)
+                return Node(Entity(entity.header, entity.body, OPAQUE), OPAQUE, opaque=True)
             return Node(entity, ctype, message=node(split(entity.body), depth + 1, False), params=params)
         return Node(entity, ctype, params=params)
 

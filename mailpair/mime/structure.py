@@ -393,7 +393,7 @@ def _bounded_structure(raw: bytes) -> Nested:
                 _language(head),
                 _raw_header(_headers(head), "content-location"),
             ]
-        if n.ctype == bounded.OPAQUE:  # what is past the limits: one part, typed by us
+        if n.opaque:  # what is past the limits: one part, typed by us
             head = _header_message(b"Content-Type: application/octet-stream\r\n\r\n", "text/plain")
         out = _single_part_structure(head, n.entity.body)
         if n.message is not None:

@@ -101,6 +101,8 @@ def test_the_bounded_walk_agrees_with_the_full_parser_below_the_limits():
         b"--i\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--i--\r\n"
         b"--o\r\nContent-Type: message/rfc822\r\n\r\nFrom: b@example.test\r\nSubject: in\r\n\r\ninner\r\n"
         b"--o\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n"
-        b"Content-Transfer-Encoding: base64\r\n\r\nQUJD\r\n--o--\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nQUJD\r\n"
+        b"--o\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment;\r\n filename*=utf-8''%E2%82%AC.bin\r\n"
+        b"Content-Language: en, de\r\n\r\nxyz\r\n--o--\r\n"
     )
     assert structure._bounded_structure(raw) == analyse(raw)[1]
