@@ -1,7 +1,8 @@
 """MIME analysis with limits, for messages built to exhaust it: at most MAX_PARTS parts in all
-and MAX_DEPTH levels of nesting (Dovecot's defaults, mime.max_parts / mime.max_nesting); past
-either, what is left of the enclosing multipart is one opaque part (application/octet-stream),
-so a 25 MiB message of tiny parts costs bounded memory and a bounded BODYSTRUCTURE record.
+and MAX_DEPTH levels of nesting (Dovecot's defaults); the MAX_PARTS-th part is the last and runs
+to the end of the message (the rule mime/lean.py keeps, so both paths agree), and an entity
+past MAX_DEPTH is one opaque part (application/octet-stream), so a 25 MiB message of tiny parts
+costs bounded memory and a bounded BODYSTRUCTURE record.
 
 The email package builds a Message object per part before anything can be counted, so such
 messages never reach it: `needed(raw)` looks (one pass over the bytes, in C) for more delimiter
@@ -9,15 +10,15 @@ lines or nesting markers than the limits allow, and only those messages are walk
 raw bytes with mime/parts.py. BODYSTRUCTURE (here) and body sections (`find`, used by
 protocols/imap/sections.py) come from the same walk, so part numbers always agree.
 
-Rules kept: the total, opaque parts included, never exceeds MAX_PARTS (each open multipart
-keeps room for its own opaque tail); nesting never exceeds MAX_DEPTH; never raises.
+Rules kept: never more than MAX_PARTS parts, the message itself counted; nesting never deeper
+than MAX_DEPTH; the same tree for BODYSTRUCTURE and for body sections; never raises.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mailpair.mime.parts import Entity, multipart_end, multipart_spans, split
+from mailpair.mime.parts import Entity, multipart_spans, split
 
 MAX_PARTS = 10_000
 MAX_DEPTH = 100
@@ -46,40 +47,50 @@ class Node:
     message: Node | None = None  # the message a message/rfc822 part encloses
     params: dict[str, str] = field(default_factory=dict)
     opaque: bool = False  # what is past the limits (not a part that says octet-stream itself)
+    capped: bool = False  # the last part (the MAX_PARTS-th) is this one or inside it
 
 
 def walk(raw: bytes) -> Node:
-    budget = [MAX_PARTS]
+    """The part tree under the limits. Parts are counted in document order, the message itself
+    first, as mime/lean.py counts them: the MAX_PARTS-th is the last one and runs to the end of
+    the message (its own type if a leaf, opaque if composite), and a message/rfc822 holding it
+    runs there too, so both paths, and the body sections walked here, agree on every number.
+    Past MAX_DEPTH levels an entity is one opaque part (lean.py leaves those to the full parse,
+    which reaches this walk)."""
+    count = [0]
 
-    def opaque(body: bytes) -> Node:
-        budget[0] -= 1
-        return Node(Entity(b"", body, OPAQUE), OPAQUE, opaque=True)
-
-    def node(entity: Entity, depth: int, is_part: bool) -> Node:
-        budget[0] -= 1
+    def node(start: int, end: int, default: str, depth: int, is_part: bool) -> Node:
+        entity = split(raw[start:end])
+        entity.default = default
+        body_start = start + len(entity.header)
+        count[0] += 1
         ctype, params = entity.content_type()
+        composite = ctype.startswith("multipart/") or (ctype == "message/rfc822" and is_part)
+        if count[0] >= MAX_PARTS:  # the last part: to the end of the message
+            if composite:
+                return Node(Entity(entity.header, raw[body_start:], OPAQUE), OPAQUE, opaque=True, capped=True)
+            return Node(Entity(entity.header, raw[body_start:], default), ctype, params=params, capped=True)
+        if composite and depth >= MAX_DEPTH:
+            return Node(Entity(entity.header, entity.body, OPAQUE), OPAQUE, opaque=True)
         if ctype.startswith("multipart/") and params.get("boundary"):
-            if depth >= MAX_DEPTH:
-                return Node(Entity(entity.header, entity.body, OPAQUE), OPAQUE, opaque=True)
             child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
             children: list[Node] = []
-            body = entity.body
-            for start, end in multipart_spans(body, params["boundary"]):
-                # Keep one part of the budget for each open level's opaque tail.
-                if budget[0] <= depth + 2:
-                    children.append(opaque(body[start : multipart_end(body, params["boundary"], start)]))
+            capped = False
+            for a, b in multipart_spans(entity.body, params["boundary"]):
+                child = node(body_start + a, body_start + b, child_default, depth + 1, True)
+                children.append(child)
+                if child.capped:
+                    capped = True
                     break
-                child = split(body[start:end])
-                child.default = child_default
-                children.append(node(child, depth + 1, True))
-            return Node(entity, ctype, children=children, params=params)
+            return Node(entity, ctype, children=children, params=params, capped=capped)
         if ctype == "message/rfc822" and is_part:
-            if depth >= MAX_DEPTH or budget[0] <= depth + 2:
-                return Node(Entity(entity.header, entity.body, OPAQUE), OPAQUE, opaque=True)
-            return Node(entity, ctype, message=node(split(entity.body), depth + 1, False), params=params)
+            inner = node(body_start, start + len(entity.header) + len(entity.body), "text/plain", depth + 1, False)
+            if inner.capped:  # measured to the end of the message, as the capped part is
+                entity = Entity(entity.header, raw[body_start:], default)
+            return Node(entity, ctype, message=inner, params=params, capped=inner.capped)
         return Node(entity, ctype, params=params)
 
-    return node(split(raw), 0, False)
+    return node(0, len(raw), "text/plain", 0, False)
 
 
 def find(raw: bytes, path: list[int], no_such_part: type[Exception]) -> tuple[Entity, bool]:

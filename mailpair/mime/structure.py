@@ -393,9 +393,9 @@ def _bounded_structure(raw: bytes) -> Nested:
                 _language(head),
                 _raw_header(_headers(head), "content-location"),
             ]
-        if n.opaque:  # what is past the limits: one part, typed by us
-            head = _header_message(b"Content-Type: application/octet-stream\r\n\r\n", "text/plain")
         out = _single_part_structure(head, n.entity.body)
+        if n.opaque:  # composite past the limits: opaque data, its other fields as they were
+            out[0:3] = [b"APPLICATION", b"OCTET-STREAM", None]
         if n.message is not None:
             inner = n.message
             body = _crlf(n.entity.body)

@@ -30,6 +30,8 @@ def _tiny_parts(n: int) -> bytes:
 
 
 def test_a_25_mib_message_of_tiny_parts_is_bounded():
+    """Dovecot's cap, as mime/lean.py and mime/bounded.py both keep it: the 10,000th part (the
+    message itself is the first) is the last and runs to the end of the message."""
     raw = _tiny_parts(25 * 1024 * 1024 // 10)
     assert len(raw) > 25 * 1024 * 1024 - 100
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -38,26 +40,42 @@ def test_a_25_mib_message_of_tiny_parts_is_bounded():
     elapsed = time.perf_counter() - started
     grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     parts, _ = _count(bs)
-    assert parts <= bounded.MAX_PARTS
-    assert len(bs[0]) > 9_000  # the parts before the limit are all there
+    assert parts == bounded.MAX_PARTS
+    assert len(bs[0]) == bounded.MAX_PARTS - 1
     tail = bs[0][-1]
-    assert tail[:2] == [b"APPLICATION", b"OCTET-STREAM"]
-    # The opaque tail holds everything after the last listed part, up to the close delimiter.
-    assert tail[6] > 20 * 1024 * 1024
+    assert tail[6] > 20 * 1024 * 1024  # the capped part: everything to the end of the message
     record = wire.body(bs)
     assert len(record) < 2 * 1024 * 1024, len(record)
     assert grew_mib < 300, grew_mib
     assert elapsed < 30, elapsed
-    # Sections agree with BODYSTRUCTURE: the last listed part is the opaque tail.
+    # Sections agree with BODYSTRUCTURE: the last listed part is the capped one, to the end.
     last = len(bs[0])
     assert sections.section(raw, [1], "", []) == b"x"
-    assert sections.section(raw, [last], "", []).startswith(b"\r\nx\r\n--b\r\n\r\nx\r\n")
+    assert sections.section(raw, [last], "", []).startswith(b"x\r\n--b\r\n\r\nx\r\n")
+    assert sections.section(raw, [last], "", []).endswith(b"--b--\r\n")
     assert len(sections.section(raw, [last], "", [])) == tail[6]
     try:
         sections.section(raw, [last + 1], "", [])
-        raise AssertionError("a part past the opaque tail exists")
+        raise AssertionError("a part past the capped one exists")
     except sections.NoSuchPart:
         pass
+
+
+def test_both_capping_paths_number_parts_alike():
+    """A message the lean path takes (CRLF, clean) and the same message with LF line ends (which
+    only the full parse takes, reaching the bounded walk): the same number of parts, the capped
+    one last; body sections follow the same numbering."""
+    from mailpair.mime import lean
+
+    crlf = _tiny_parts(12_000)
+    assert lean.analyse_lean(crlf) is not None
+    lf = crlf.replace(b"\r\n", b"\n")
+    assert lean.analyse_lean(lf) is None
+    for raw in (crlf, lf):
+        _, bs = analyse(raw)
+        assert len(bs[0]) == bounded.MAX_PARTS - 1
+        assert sections.section(raw, [bounded.MAX_PARTS - 2], "", []) == b"x"
+        assert sections.section(raw, [bounded.MAX_PARTS - 1], "", []).endswith(raw[raw.rindex(b"--b--") :])
 
 
 def test_nesting_deeper_than_100_becomes_opaque():
