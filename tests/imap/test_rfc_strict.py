@@ -155,6 +155,13 @@ def test_first_condstore_enabling_command_reports_highestmodseq(memory_host):
         assert out[1].startswith(b"* 1 FETCH (MODSEQ (")
         out = await c.cmd(b"g FETCH 2 MODSEQ")
         assert not any(b"HIGHESTMODSEQ" in x for x in out)
+        # STATUS (HIGHESTMODSEQ) is CONDSTORE-enabling too: another session, its first one.
+        other = memory_host.client()
+        await other.login()
+        await other.cmd(b"s SELECT INBOX")
+        out = await other.cmd(b"t STATUS INBOX (HIGHESTMODSEQ)")
+        assert out[0].startswith(b"* OK [HIGHESTMODSEQ "), out
+        await other.close()
 
     _run(memory_host, script)
 

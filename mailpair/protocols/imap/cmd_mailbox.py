@@ -194,6 +194,8 @@ async def status(s: Session, tag: bytes, a: Args) -> bytes:
     name = s.mailbox_in(a.astring("mailbox"))
     items = _status_items(a.list("status items"))
     a.end()
+    if "HIGHESTMODSEQ" in items:
+        s.enable_condstore()  # RFC 7162 3.1: STATUS (HIGHESTMODSEQ) is CONDSTORE-enabling
     line = await _status_line(s, name, items)
     if line is None:
         raise No(f"no such mailbox: {name}", b"NONEXISTENT")
