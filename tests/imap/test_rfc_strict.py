@@ -131,6 +131,8 @@ def test_open_bracket_is_an_atom_char(memory_host):
     async def script(c):
         assert (await c.cmd(b"a SELECT " + name))[-1].startswith(b"a NO")
         assert (await c.cmd(b'b LIST "" ' + name))[-1].startswith(b"b OK")
+        assert (await c.cmd(b'b2 LIST "" ' + name + b" RETURN (CHILDREN)"))[-1].startswith(b"b2 OK")
+        assert (await c.cmd(b'b3 LSUB "" ' + name))[-1].startswith(b"b3 OK")
         plain = name.replace(b"&", b"&-")  # the same characters as valid modified UTF-7
         assert (await c.cmd(b"c CREATE " + plain))[-1].startswith(b"c OK")
         out = await c.cmd(b'd LIST "" ' + plain)

@@ -90,8 +90,6 @@ async def list_(s: Session, tag: bytes, a: Args) -> bytes:
             patterns.append(s.mailbox_in(as_astring(p, "pattern")))
         except No:
             pass  # a pattern no mailbox name can match (bad modified UTF-7) matches nothing
-    if not patterns and pat:
-        return b"OK LIST completed (nothing can match)"
     return_opts: set[str] = set()
     status_items: list[str] = []
     if a.more():
@@ -111,6 +109,8 @@ async def list_(s: Session, tag: bytes, a: Args) -> bytes:
             return_opts.add(o)
             i += 1
     a.end()
+    if not patterns:
+        return b"OK LIST completed (no mailbox name can match)"
     if patterns == [""]:
         s.send(b'* LIST (\\Noselect) "/" ""\r\n')
         return b"OK LIST completed"
@@ -168,8 +168,12 @@ async def list_(s: Session, tag: bytes, a: Args) -> bytes:
 @command("LSUB", AUTH)
 async def lsub(s: Session, tag: bytes, a: Args) -> bytes:
     ref = s.mailbox_in(a.astring("reference"))
-    pattern = s.mailbox_in(a.astring("pattern"))
+    raw_pattern = a.astring("pattern")
     a.end()
+    try:
+        pattern = s.mailbox_in(raw_pattern)
+    except No:  # no mailbox name can match it (bad modified UTF-7): nothing to list
+        return b"OK LSUB completed (no mailbox name can match)"
     boxes, subs = await s.db.read(reads.mailboxes, s.user)
     existing = {b[0] for b in boxes}
     rx = _pattern_regex(ref, pattern)
