@@ -82,13 +82,7 @@ def test_node_imports_nothing_from_admin():
     assert not upward, f"mailpair.node reaches {upward}"
 
 
-# Cycles known when this test was written, in code other changes are reshaping: mime/structure.py
-# imports mime/lean.py (inside analyse) and lean.py builds on structure.py. The test fails when
-# one of them is gone too, so the list only shrinks.
-KNOWN_CYCLES = {
-    "mailpair.mime.lean",
-    "mailpair.mime.structure",
-}
+KNOWN_CYCLES: set[str] = set()  # none: the test fails on any cycle
 
 
 def test_no_import_cycles():

@@ -1,5 +1,5 @@
 """MIME analysis done once at delivery: the IMAP ENVELOPE and BODYSTRUCTURE of a message."""
 
-from mailpair.mime.structure import analyse
+from mailpair.mime.analysis import analyse
 
 __all__ = ["analyse"]

@@ -405,15 +405,10 @@ def _bounded_structure(raw: bytes) -> Nested:
     return one(bounded.walk(raw))
 
 
-def analyse(raw: bytes) -> tuple[Nested, Nested]:
-    """(envelope, bodystructure) of a raw RFC 5322 message; never raises."""
+def analyse_full(raw: bytes) -> tuple[Nested, Nested]:
+    """(envelope, bodystructure) of a raw RFC 5322 message by this module's own paths (the
+    email package's parse for what mime/lean.py does not take); never raises."""
     try:
-        # Multipart mail without the full parse (mime/lean.py builds on this module's helpers).
-        from mailpair.mime.lean import analyse_lean
-
-        lean = analyse_lean(raw)
-        if lean is not None:
-            return lean
         header, body = _split_header_body(raw)
         fields = _fast_fields(header)
         if fields is not None:

@@ -8,7 +8,8 @@ from email.utils import getaddresses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailpair.mime.structure import _simple_addresses, analyse
+from mailpair.mime.analysis import analyse
+from mailpair.mime.structure import _simple_addresses
 
 atom = st.sampled_from(["john", "J.", "Smith", "a+b", "x_y", "O'Brien", "=?utf-8?q?J=C3=B6rg?=", "Müller", "a.b", "x-y", ""])
 sep = st.sampled_from([" ", "  ", "\t", ""])

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailpair.mime import structure
-from mailpair.mime.structure import _fast_fields, _headers, analyse
+from mailpair.mime.analysis import analyse
+from mailpair.mime.structure import _fast_fields, _headers
 
 _SLOW = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mailpair import mailmix
-from mailpair.mime import lean, structure
-from mailpair.mime.structure import analyse
+from mailpair.mime import lean
+from mailpair.mime.analysis import analyse
 
 
 def email_package(raw: bytes):
@@ -22,7 +22,7 @@ def email_package(raw: bytes):
     original = lean.analyse_lean
     lean.analyse_lean = lambda raw: None
     try:
-        return structure.analyse(raw)
+        return analyse(raw)
     finally:
         lean.analyse_lean = original
 

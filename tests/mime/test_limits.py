@@ -8,7 +8,7 @@ import resource
 import time
 
 from mailpair.mime import bounded
-from mailpair.mime.structure import analyse
+from mailpair.mime.analysis import analyse
 from mailpair.protocols.imap import sections, wire
 
 
