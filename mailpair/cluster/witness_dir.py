@@ -10,7 +10,8 @@ Rules this module keeps:
 - A lost reply (NFS retransmit, EEXIST or EIO after the link was made) is recognised as the
   recipe in open(2) says: the temp file's link count is 2 exactly when our link exists.
 - A link that landed below a higher state (its number had been pruned and is made again by a
-  writer with a stale token) is not a win: after linking, a higher state.<m> means we lost.
+  writer with a stale token) is not a win. Each file names the nonce of the state it follows, so
+  after linking a writer checks that its file is the newest or the one the next file follows.
 - Durable: the temp file is fsync'd before the link and the directory after it. The share must be
   exported `sync` (README), or the server may lose a state it acknowledged.
 - Old states are pruned, keeping the newest `keep`, only below the one just written, so a reader
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import os
 import re
 import time
@@ -90,14 +92,24 @@ class DirectoryWitness(Witness):
 
     def cas_sync(self, expected: Token, new: WitnessState) -> Token | None:
         n = expected.value
-        if n > 0 and not (self.path / f"state.{n}").exists():
-            return None  # that version was pruned: newer ones exist
+        after = ""
+        if n > 0:
+            try:
+                after = WitnessState.from_json((self.path / f"state.{n}").read_bytes()).nonce
+            except FileNotFoundError:
+                return None  # that version was pruned: newer ones exist
+            except OSError as exc:
+                raise WitnessError(f"witness state.{n} unreadable: {exc}") from exc
+        # Each file names the state it follows ("after": its nonce), so a writer can tell a state
+        # built on its own from one that was there before it (see _confirm).
+        payload = json.loads(new.to_json())
+        payload["after"] = after
         tmp = self.path / f"{TMP_PREFIX}{new_nonce()}"
         target = self.path / f"state.{n + 1}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                view = memoryview(new.to_json() + b"\n")
+                view = memoryview(json.dumps(payload, sort_keys=True).encode() + b"\n")
                 while view:
                     view = view[os.write(fd, view) :]
                 os.fsync(fd)
@@ -111,8 +123,7 @@ class DirectoryWitness(Witness):
             won = self._link(tmp, target)
             if won:
                 fsync_dir(self.path)  # the new name is durable before anyone is told
-                if any(m > n + 1 for m in self._numbers()):
-                    won = False  # we re-made a pruned number under a newer state: not current
+                won = self._confirm(n + 1, new.nonce)
         except OSError as exc:
             raise WitnessError(f"witness write of state.{n + 1} failed: {exc}") from exc
         finally:
@@ -122,6 +133,21 @@ class DirectoryWitness(Witness):
             self._prune(n + 1)
             return Token(n + 1)
         return None
+
+    def _confirm(self, n: int, nonce: str) -> bool:
+        """Our link made state.<n>: is it the current state (or the one the next state follows)?
+
+        A writer whose token was very stale may re-make a number that had been pruned, under newer
+        states; that is not a win. If state.<n+1> is already gone too (many writes in between), the
+        answer is unknowable and the write is counted as lost: a lost win only delays, never splits.
+        """
+        if max(self._numbers(), default=0) == n:
+            return True
+        try:
+            following = json.loads((self.path / f"state.{n + 1}").read_bytes())
+        except (OSError, ValueError):
+            return False
+        return isinstance(following, dict) and following.get("after") == nonce
 
     @staticmethod
     def _link(tmp: Path, target: Path) -> bool:
