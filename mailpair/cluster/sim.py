@@ -218,6 +218,8 @@ class Sim:
         self.acks = 0
         self.takeovers = 0
         self.acked: dict[int, Rec] = {}
+        self.history: list[tuple[float, str, str, int]] = []  # (t, what, node, epoch): active, passive, fence, cas
+        self.acks_by: dict[tuple[str, int], list[float]] = {}  # (node, epoch) -> [count, first t, last t]
         self.lost: set[int] = set()
         self.modseq_of: dict[int, int] = {}
         self.uid_of: dict[int, int] = {}
@@ -434,6 +436,7 @@ class Sim:
             self._become_active(node, e)
         elif isinstance(e, BecomePassive):
             self.log(f"{node.name} passive in epoch {e.epoch} (holder {e.holder})")
+            self.history.append((self.t, "passive", node.name, e.epoch))
             node.taking_over = False
             node.fenced = False
             node.waiting.clear()  # unanswered: those clients get an error, the records are in the log
@@ -441,6 +444,7 @@ class Sim:
             node.taking_over = False
         elif isinstance(e, Fence):
             self.log(f"{node.name} fenced: {e.reason}")
+            self.history.append((self.t, "fence", node.name, agent.epoch))
             node.fenced = True
         elif isinstance(e, Unfence):
             self.log(f"{node.name} unfenced")
@@ -494,7 +498,7 @@ class Sim:
                 self.w_state = write.new
                 self.log(f"witness rev {self.w_rev}: {write.purpose} by {node.name} epoch {write.new.epoch} v{write.new.version}")
                 if old is None or write.new.epoch > old.epoch:
-                    self._epoch_raised(write.new)
+                    self.history.append((self.t, "cas", node.name, write.new.epoch))
                 result: tuple = (Token(self.w_rev),)
             else:
                 result = (None,)
@@ -659,6 +663,7 @@ class Sim:
 
     def _become_active(self, node: SimNode, e: BecomeActive) -> None:
         self.takeovers += 1
+        self.history.append((self.t, "active", node.name, e.epoch))
         self.log(f"{node.name} ACTIVE in epoch {e.epoch} previous end {e.previous_end} first uid {e.first_uid}")
         # The dial: acknowledged records the new active lacks are lost by this takeover.
         have = {r.rid for r in node.log}
@@ -685,10 +690,6 @@ class Sim:
         for r in node.log:
             self._show(node, r)
 
-    def _epoch_raised(self, new: WitnessState) -> None:
-        self.epoch_raised_at = self.t
-        self.witness_epoch = new.epoch
-
     # ---- acknowledgements and the invariants
 
     def _ack(self, node: SimNode, rec: Rec) -> None:
@@ -704,6 +705,9 @@ class Sim:
             )
         self.acks += 1
         self.acked[rec.rid] = rec
+        by = self.acks_by.setdefault((node.name, rec.epoch), [0, self.t, self.t])
+        by[0] += 1
+        by[2] = self.t
         self._show(node, rec)
 
     def _show(self, node: SimNode, rec: Rec) -> None:
