@@ -77,7 +77,7 @@ class ReadWitness:
 
 @dataclass(frozen=True)
 class WriteWitness:
-    purpose: str  # "renew" or "promote"
+    purpose: str  # "renew", "promote" or "handover"
     expected: Token
     new: WitnessState
 
@@ -185,6 +185,7 @@ class Agent:
     highest_epoch_seen: int = 0
     fenced: bool = False
     taking_over: bool = False
+    handing_over: bool = False  # switchover: writing stopped, the witness is being handed to the peer
     view: WitnessView | None = None
     lease_start: float | None = None
     promise_from: float | None = None
@@ -213,7 +214,7 @@ class Agent:
     # ---- what the node asks
 
     def write_deadline(self) -> float:
-        if self.role is not Role.ACTIVE or self.highest_epoch_seen > self.epoch:
+        if self.role is not Role.ACTIVE or self.highest_epoch_seen > self.epoch or self.handing_over:
             return -math.inf
         return may_write_until(self.lease_start, self.promise_from, self.settings)
 
@@ -281,6 +282,7 @@ class Agent:
         self.role = Role.PASSIVE
         self.epoch = epoch
         self.fenced = False
+        self.handing_over = False
         self.lease_start = None
         self.promise_from = None
         self.promise_made_at = None
@@ -355,6 +357,31 @@ class Agent:
         self.last_action = Action(Kind.WAIT, why)
         return [ResumePassive()]
 
+    # ---- switchover
+
+    def start_handover(self, now: float, status: NodeStatus) -> list[Effect]:
+        """Switchover, once the node has drained its group commit and the peer has stored and
+        replayed everything: stop writing now, then write the witness naming the peer as holder.
+
+        The peer sees the witness name it and activates in a new epoch at once (decide: "witness
+        names this node"), without waiting for a lease to lapse; this node demotes without a fence.
+        Returns [] if a witness call is in flight or the view is stale: call again on the next tick.
+        """
+        if self.role is not Role.ACTIVE or self.pending is not None or self.view is None or self.need_read:
+            return []
+        st = self.view.state
+        if st is None or st.holder != self.me or st.epoch != self.epoch:
+            return []
+        self.handing_over = True  # from this instant no commit starts and none is answered
+        new = st.successor(holder=self.peer, both_stored_lsn=max(st.both_stored_lsn, status.both_stored_lsn))
+        self.pending = "handover"
+        self.last_write_issued = now
+        return [WriteWitness("handover", self.view.token, new)]
+
+    def request_read(self) -> None:
+        """Read the witness at the next tick (the peer said it handed the witness over)."""
+        self.need_read = True
+
     # ---- witness results
 
     def read_done(self, state: WitnessState | None, token: Token, issued_at: float, returned_at: float) -> list[Effect]:
@@ -367,6 +394,8 @@ class Agent:
             self.view = WitnessView(state, token, changed_at=seen_at, read_at=returned_at)
         else:
             self.view = WitnessView(state, token, changed_at=old.changed_at, read_at=returned_at)
+        if self.handing_over and state is not None and state.holder == self.me and state.epoch == self.epoch:
+            self.handing_over = False  # the handover did not land: still the holder, writing resumes
         if state is not None and state.epoch > self.highest_epoch_seen:
             self.highest_epoch_seen = state.epoch
             return [RecordEpoch(state.epoch)]
@@ -390,6 +419,8 @@ class Agent:
         self.view = WitnessView(new, token, changed_at=now, read_at=now)
         if purpose == "promote":
             return self._promoted(new, lease_start, now)
+        if purpose == "handover":
+            return []  # the view now names the peer: the next poll demotes this node, without a fence
         out: list[Effect] = []
         if self.lease_start is None or lease_start > self.lease_start:
             self.lease_start = lease_start

@@ -157,13 +157,15 @@ class SimNode:
         self.peer_acked = 0
         self.next_ship = 1
         self.op = 0  # the witness operation in flight (its generation)
+        self.draining_since: float | None = None  # switchover asked: no new commits, waiting to hand over
+        self.handover_issued = False
         self.last_epoch_seen_by_check = self.agent.epoch
 
     # ---- status for the agent
 
     def status(self) -> NodeStatus:
         end = len(self.log)
-        used_uid = max((r.uid_hi for r in self.log), default=0)
+        used_uid = self.uid_hi()
         active = self.agent.role is Role.ACTIVE
         return NodeStatus(
             stored_lsn=end,
@@ -175,6 +177,10 @@ class SimNode:
             want_mode=self.want_mode if active else "sync",
             want_async_from=self.want_from if active else None,
         )
+
+    def uid_hi(self) -> int:
+        """The highest UID in the log: each record's uid_hi is at least its predecessor's."""
+        return self.log[-1].uid_hi if self.log else 0
 
     def may_write(self) -> bool:
         """The agent's answer: this node holds two votes now."""
@@ -253,6 +259,7 @@ class Sim:
             "wedge",
             "slowdisk",
             "loss",
+            "switchover",
         ]
         faults = []
         for _ in range(rng.choice([0, 1, 2, 2, 3, 3, 4, 5])):
@@ -305,6 +312,8 @@ class Sim:
                 self.at(f.end, self._restart, f)
             elif f.kind == "pause":
                 self.at(f.start, self._pause, f)
+            elif f.kind == "switchover":
+                self.at(f.start, self._switchover, f)
         while self.q:
             t, _, fn, args = heapq.heappop(self.q)
             if t > self.end:
@@ -391,6 +400,14 @@ class Sim:
             self.log(f"{node.name} paused until {until:.3f}")
             node.paused_until = until
 
+    def _switchover(self, f: Fault) -> None:
+        node = self.nodes[f.node]
+        if node.alive and node.agent.role is Role.ACTIVE:
+            self.log(f"switchover asked of {node.name}")
+            self.history.append((self.t, "switchover", node.name, node.agent.epoch))
+            node.draining_since = self.t
+            node.handover_issued = False
+
     # ---- a node's loop tick
 
     def _tick(self, node: SimNode, inc: int) -> None:
@@ -436,6 +453,7 @@ class Sim:
             self._become_active(node, e)
         elif isinstance(e, BecomePassive):
             self.log(f"{node.name} passive in epoch {e.epoch} (holder {e.holder})")
+            node.draining_since = None
             self.history.append((self.t, "passive", node.name, e.epoch))
             node.taking_over = False
             node.fenced = False
@@ -519,6 +537,8 @@ class Sim:
             state, token = result
             self._run(node, agent.read_done(state, token, started, now))
         elif not readback:
+            if kind == "handover" and result[0] is not None:
+                self.send(node, self.other(node), self._handover_notice, self.other(node))
             self._run(node, agent.write_done(kind, write.new, result[0], started, now))
         else:
             state, token = result
@@ -576,16 +596,41 @@ class Sim:
             and node.peer_acked >= len(node.log)
         ):
             node.want_mode, node.want_from = "sync", None  # from now on every record waits for the passive
-        if not node.committing and self.rng.random() < 0.8 and not self.active_faults("wedge", node.idx):
+        if node.draining_since is not None:
+            self._drain(node, now)
+        elif not node.committing and self.rng.random() < 0.8 and not self.active_faults("wedge", node.idx):
             self._commit(node, st)
         self._ship(node)
+
+    def _drain(self, node: SimNode, now: float) -> None:
+        """Switchover: no new commits; once the peer stored everything, hand the witness over."""
+        agent = node.agent
+        if node.handover_issued:
+            if agent.handing_over:
+                return
+            node.handover_issued = False  # it did not land (and writing resumed): try again
+        if agent.handing_over:
+            return
+        if self.t - node.draining_since > 5.0:
+            node.draining_since = None  # the peer did not catch up: the switchover fails, loudly
+            self.log(f"switchover by {node.name} abandoned")
+            return
+        if node.committing or node.waiting or node.peer_acked < len(node.log):
+            return
+        effects = agent.start_handover(now, node.status())
+        if effects:
+            node.handover_issued = True
+            self._run(node, effects)
+
+    def _handover_notice(self, node: SimNode) -> None:
+        node.agent.request_read()
 
     def _commit(self, node: SimNode, st: WitnessState) -> None:
         if not node.can_write():
             return
         lsn = len(node.log) + 1
         k = self.rng.choice([0, 1, 1, 2, 5])
-        hi = max((r.uid_hi for r in node.log), default=0)
+        hi = node.uid_hi()
         if lsn > st.reserved_lsn or hi + k > st.reserved_uid:
             return  # waits for the next renew to raise the reservation
         self.rid += 1
@@ -685,7 +730,7 @@ class Sim:
         node.fenced = False
         # The epoch record, then every record it holds is shown to clients under the new active.
         self.rid += 1
-        uid_hi = max((r.uid_hi for r in node.log), default=0)
+        uid_hi = node.uid_hi()
         node.log.append(Rec(e.epoch, len(node.log) + 1, e.first_uid, max(uid_hi, e.first_uid - 1), self.rid))
         for r in node.log:
             self._show(node, r)

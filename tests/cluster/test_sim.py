@@ -164,3 +164,18 @@ def test_async_lossless_no_automatic_failover_while_records_may_be_missing(seed)
     assert any(n == "node1" and e > 1 for n, e in actives(sim))  # which came back and took a new epoch
     sim = run([Fault("crash", 4.0, 16.0, 0)], seed=seed, mode="async", dial="best")
     assert ("node2", 2) in actives(sim)
+
+
+def test_switchover_moves_the_role_without_loss_or_fence():
+    seconds = []
+    for seed in range(20):
+        sim = run([Fault("switchover", 5.0, 5.0, 0)], seed=seed)
+        took = [(t, n, e) for t, what, n, e in sim.history if what == "active" and n == "node2"]
+        assert took and took[0][0] - 5.0 < 5.0, (seed, took)
+        seconds.append(took[0][0] - 5.0)
+        assert not any(what == "fence" for _, what, _, _ in sim.history), seed
+        assert "passive" in [w for t, w, n, _ in sim.history if n == "node1" and t >= 5.0]
+        assert not sim.lost, seed  # nothing acknowledged was left behind
+        assert acks_between(sim, "node2", took[0][0], sim.end)
+    # the loops here tick every 0.25 s; a lost witness reply (1 % of messages) costs a 2 s timeout
+    assert sorted(seconds)[len(seconds) // 2] < 1.5, seconds
