@@ -40,9 +40,24 @@ def make_witness(request, tmp_path):
             made.append(w)
             return w
 
-    yield make
-    for w in made:
-        asyncio.run(w.close())
+    async def close_all() -> None:
+        for w in made:
+            await w.close()
+
+    make.close_all = close_all
+    return make
+
+
+def run(make, go) -> None:
+    """Run a test's coroutine and close the clients it made in the same event loop."""
+
+    async def wrapped():
+        try:
+            await go()
+        finally:
+            await make.close_all()
+
+    asyncio.run(wrapped())
 
 
 def first(holder: str = "node1") -> WitnessState:
@@ -63,7 +78,7 @@ def test_fresh_witness_reads_empty_and_first_write_wins(make_witness):
         assert await w.compare_and_swap(t0, first("node2")) is None
         assert (await w.read()) == (s1, t1)
 
-    asyncio.run(go())
+    run(make_witness, go)
 
 
 def test_exactly_one_of_two_writers_from_one_version_wins(make_witness):
@@ -84,7 +99,7 @@ def test_exactly_one_of_two_writers_from_one_version_wins(make_witness):
             assert token == (ra or rb)
             assert now.version == sa.version + 1
 
-    asyncio.run(go())
+    run(make_witness, go)
 
 
 def test_state_round_trips_every_field(make_witness):
@@ -103,7 +118,7 @@ def test_state_round_trips_every_field(make_witness):
         assert await w.compare_and_swap(t, s)
         assert (await w.read())[0] == s
 
-    asyncio.run(go())
+    run(make_witness, go)
 
 
 def test_a_lost_reply_is_resolved_by_reading_back_the_nonce(make_witness):
@@ -129,7 +144,7 @@ def test_a_lost_reply_is_resolved_by_reading_back_the_nonce(make_witness):
         finally:
             w._cas = real
 
-    asyncio.run(go())
+    run(make_witness, go)
 
 
 def test_every_call_is_bounded_by_the_timeout(make_witness):
@@ -147,7 +162,7 @@ def test_every_call_is_bounded_by_the_timeout(make_witness):
         with pytest.raises(WitnessError, match="unknown"):
             await w.compare_and_swap(Token(0), first())
 
-    asyncio.run(go())
+    run(make_witness, go)
 
 
 def test_etcd_key_carries_no_lease(etcd):
