@@ -253,9 +253,15 @@ def _decide_active(o: Observed, now: float, st: WitnessState | None) -> Action:
         return Action(Kind.FENCE, "neither the witness lease nor the peer's promise is held: fenced")
     if o.store_ok_at is None or now - o.store_ok_at > s.renew_interval:
         return Action(Kind.WAIT, "store has not worked in the last interval: not renewing, letting the lease lapse")
+    lease_end = o.lease_start + s.lease_ttl - s.margin if o.lease_start is not None else -math.inf
     if o.lease_start is None or now - o.lease_start >= s.renew_interval:
-        return Action(Kind.RENEW, "renewing the lease" if not o.fenced else "fenced: trying to win the lease back")
-    lease_end = o.lease_start + s.lease_ttl - s.margin
+        if o.fenced:
+            return Action(Kind.RENEW, "fenced: trying to win the lease back")
+        if now >= lease_end:  # the witness has not answered: the peer's promise carries the writes
+            return Action(
+                Kind.RENEW, f"witness lease lapsed: writing on {o.peer}'s promise until {_in(deadline - now)}, renewing"
+            )
+        return Action(Kind.RENEW, "renewing the lease")
     return Action(
         Kind.WAIT, f"active in epoch {o.epoch}: lease until {_in(lease_end - now)}, may write until {_in(deadline - now)}"
     )

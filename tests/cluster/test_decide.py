@@ -73,6 +73,7 @@ def test_witness_lost_active_writes_on_the_promise_and_passive_cannot_take_over(
     assert T < may_write_until(a.lease_start, a.promise_from, S)
     d = decide(a, T)
     assert d.kind is Kind.RENEW  # it keeps trying the witness; no fence
+    assert d.reason == "witness lease lapsed: writing on node2's promise until +2.1 s, renewing"
     # B watched the witness unchanged for long, but it promised A 0.3 s ago
     b = passive(changed_ago=20, promised_ago=0.3)
     d = decide(b, T)
