@@ -24,7 +24,8 @@ Checked after every event (`Violation` names the seed and the rule):
 - a fenced node acknowledges nothing;
 - epochs only grow (witness, each node's kept epoch, each log);
 - the mount dial is respected at every takeover (acknowledged records lost <= its limit);
-- no MODSEQ and no UID is shown for two different records.
+- no MODSEQ and no UID is shown for two different records;
+- two nodes never acknowledge writes in one epoch (DESIGN.md rule 3).
 And at the end, once every fault has healed for a while, one node is active (liveness).
 """
 
@@ -67,9 +68,14 @@ SYNC_STALL = 1.0  # a sync record waiting this long for the passive makes the ac
 
 
 class Violation(AssertionError):
-    def __init__(self, seed: int, rule: str, detail: str, trace: list[str]) -> None:
+    def __init__(self, seed: int, rule: str, detail: str, trace: list[str], variant: str = "correct", scripted: str = "") -> None:
         self.seed, self.rule, self.detail, self.trace = seed, rule, detail, trace
-        super().__init__(f"seed {seed}: {rule}: {detail} (replay: python -m mailpair.cluster.sim --seed {seed} --trace)")
+        replay = f"python -m mailpair.cluster.sim --seed {seed} --trace"
+        if variant != "correct":
+            replay += f" --variant {variant}"
+        if scripted:
+            replay = f"Sim({seed}, faults={scripted}, trace=True).run()"
+        super().__init__(f"seed {seed}: {rule}: {detail} (replay: {replay})")
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,21 @@ class Variant:
     margin: float | None = None
     skew: float = 0.03
     agent_dial: Dial | None = None  # the dial the agents use, when it differs from the one checked
+    tamper: Callable[[SimNode, Effect], Effect] | None = None  # rewrites an effect before it is carried out
+
+
+def _reuse_epoch(node: SimNode, e: Effect) -> Effect:
+    """A takeover that keeps the old epoch number instead of raising it."""
+    if isinstance(e, WriteWitness) and e.purpose == "promote" and e.new.epoch > 1:
+        return dataclasses.replace(e, new=dataclasses.replace(e.new, epoch=e.new.epoch - 1))
+    return e
+
+
+def _uid_from_log(node: SimNode, e: Effect) -> Effect:
+    """A new active that numbers UIDs on from its own log, ignoring the witness's reservation."""
+    if isinstance(e, BecomeActive):
+        return dataclasses.replace(e, first_uid=node.uid_hi() + 1)
+    return e
 
 
 def _ignore_promise(o: Observed, now: float) -> Action:
@@ -114,6 +135,8 @@ VARIANTS = {
     "ignore-promise": Variant("ignore-promise", decide_fn=_ignore_promise),
     "ignore-dial": Variant("ignore-dial", agent_dial=Dial(DialKind.BEST, 10**9)),
     "no-margin": Variant("no-margin", margin=0.0, skew=0.05),
+    "reuse-epoch": Variant("reuse-epoch", tamper=_reuse_epoch),
+    "uid-from-log": Variant("uid-from-log", tamper=_uid_from_log),
 }
 
 
@@ -224,11 +247,13 @@ class Sim:
         self.acks = 0
         self.takeovers = 0
         self.acked: dict[int, Rec] = {}
+        self.epoch_owner: dict[int, str] = {}
         self.history: list[tuple[float, str, str, int]] = []  # (t, what, node, epoch): active, passive, fence, cas
         self.acks_by: dict[tuple[str, int], list[float]] = {}  # (node, epoch) -> [count, first t, last t]
         self.lost: set[int] = set()
         self.modseq_of: dict[int, int] = {}
         self.uid_of: dict[int, int] = {}
+        self.scripted = repr(faults) if faults is not None else ""
         self.faults = self._schedule() if faults is None else [dataclasses.replace(f) for f in faults]
         self.heal = max((f.end for f in self.faults), default=0.0)
         self.end = max(self.heal, 10.0) + 15.0
@@ -301,7 +326,7 @@ class Sim:
             self.trace.append(f"{self.t:8.3f} {text}")
 
     def fail(self, rule: str, detail: str) -> None:
-        raise Violation(self.seed, rule, detail, self.trace)
+        raise Violation(self.seed, rule, detail, self.trace, self.variant.name, self.scripted)
 
     def run(self) -> Sim:
         for f in self.faults:
@@ -438,6 +463,8 @@ class Sim:
 
     def _effect(self, node: SimNode, e: Effect) -> list[Effect]:
         agent = node.agent
+        if self.variant.tamper is not None:
+            e = self.variant.tamper(node, e)
         if isinstance(e, ReadWitness):
             self._witness_op(node, "read", None)
         elif isinstance(e, WriteWitness):
@@ -747,6 +774,11 @@ class Sim:
             self.fail(
                 "no acknowledgement after another node's epoch CAS",
                 f"{node.name} acknowledged epoch {rec.epoch} LSN {rec.lsn} after the witness reached epoch {w.epoch}",
+            )
+        owner = self.epoch_owner.setdefault(rec.epoch, node.name)
+        if owner != node.name:
+            self.fail(
+                "two nodes never accept writes in one epoch", f"{node.name} and {owner} both acknowledged in epoch {rec.epoch}"
             )
         self.acks += 1
         self.acked[rec.rid] = rec

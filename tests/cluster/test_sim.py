@@ -50,6 +50,8 @@ def test_a_seed_replays_exactly():
                 "a fenced node acknowledges nothing",
             },
         ),
+        ("reuse-epoch", {"two nodes never accept writes in one epoch", "no MODSEQ shown for two things"}),
+        ("uid-from-log", {"no UID shown for two things"}),
     ],
 )
 def test_the_simulator_catches_a_broken_rule(variant, rules):
@@ -57,7 +59,7 @@ def test_the_simulator_catches_a_broken_rule(variant, rules):
     assert summary.violations, f"{variant} survived {summary.schedules} schedules: the simulator cannot see it"
     v = summary.violations[0]
     assert v.rule in rules, v
-    assert f"seed {v.seed}" in str(v) and "--seed" in str(v)  # printed so it replays
+    assert f"--seed {v.seed} --trace --variant {variant}" in str(v)  # printed so it replays
     with pytest.raises(Violation) as again:
         Sim(v.seed, VARIANTS[variant]).run()
     assert again.value.rule == v.rule and again.value.detail == v.detail
