@@ -209,6 +209,12 @@ def decide(o: Observed, now: float) -> Action:
     next_epoch = max(st.epoch if st else 0, o.highest_epoch_seen) + 1
     if st is not None and st.holder not in (None, o.me) and st.epoch > o.epoch:
         return Action(Kind.FOLLOW, f"epoch {st.epoch} began on {st.holder}: following it", epoch=st.epoch, holder=st.holder)
+    if st is not None and st.epoch < o.highest_epoch_seen:
+        # This node kept a higher epoch than the witness holds: the witness lost its history
+        # (restored, wiped, another cluster's). Acting on it could reopen an epoch: a person decides.
+        return Action(
+            Kind.WAIT, f"witness is at epoch {st.epoch}, below epoch {o.highest_epoch_seen} this node has seen: witness reset?"
+        )
     stale = st is not None and o.stored_lsn < st.both_stored_lsn
     if st is not None and st.holder == o.me:
         # Restarted, or this node's own takeover landed but its reply was lost: it holds the witness,

@@ -253,7 +253,14 @@ def test_the_witness_holder_restarted_takes_a_new_epoch_at_once():
     mine = dataclasses.replace(HELD, holder="node2")
     d = decide(passive(0.1, 0.0, state=mine), T)
     assert d.kind is Kind.PROMOTE and d.epoch == 4
-    assert decide(passive(0.1, 0.0, state=mine, highest_epoch_seen=7), T).epoch == 8  # never below an epoch seen
+    assert decide(passive(0.1, 0.0, state=mine, epoch=2), T).epoch == 4  # above the witness's epoch
+
+
+def test_a_witness_that_went_back_in_epochs_is_not_acted_on():
+    d = decide(passive(3.6, 3.1, highest_epoch_seen=5), T)
+    assert d.kind is Kind.WAIT and "below epoch 5 this node has seen" in d.reason
+    mine = dataclasses.replace(HELD, holder="node2")
+    assert decide(passive(0.1, 0.0, state=mine, highest_epoch_seen=5), T).kind is Kind.WAIT
 
 
 def test_a_passive_follows_a_new_epoch_of_its_peer():
