@@ -349,6 +349,10 @@ class Agent:
         self.last_write_issued = now
         return [WriteWitness("promote", view.token, new)]
 
+    def prepare_failed(self, now: float, why: str) -> list[Effect]:
+        """The node could not stop its receiver or fsync what it holds: give the takeover up."""
+        return self._abandon(now, why)
+
     def _abandon(self, now: float, why: str) -> list[Effect]:
         self.taking_over = False
         self.pending = None
@@ -584,11 +588,28 @@ class ClusterLoop:
                 return agent.write_failed(e.purpose, started, clock.now())
             return agent.write_done(e.purpose, e.new, token, started, clock.now())
         if isinstance(e, PrepareTakeover):
-            stored = await node.prepare_takeover()
+            try:
+                stored = await node.prepare_takeover()
+            except Exception as exc:  # the receiver would not stop or the fsync failed: no takeover
+                log.exception("%s: takeover preparation failed", agent.me)
+                return agent.prepare_failed(clock.now(), f"takeover preparation failed: {exc}")
             return agent.prepared(stored, clock.now(), node.status())
         if isinstance(e, RecordEpoch):
+            # Not caught: a node that cannot keep the epoch on disk must not act in it; the loop
+            # stops and the node with it.
             node.record_epoch(e.epoch)
-        elif isinstance(e, BecomeActive):
+            return []
+        try:
+            await self._tell_node(e)
+        except Exception:
+            # The node failed to carry out a step. The agent's view stays as it is: a node that
+            # cannot serve stops reporting a working store, so an active lets its lease go.
+            log.exception("%s: %s failed", agent.me, type(e).__name__)
+        return []
+
+    async def _tell_node(self, e: Effect) -> None:
+        agent, node = self.agent, self.node
+        if isinstance(e, BecomeActive):
             log.warning("%s: active in epoch %d (previous end %s)", agent.me, e.epoch, e.previous_end)
             await node.become_active(e)
         elif isinstance(e, BecomePassive):
@@ -603,7 +624,6 @@ class ClusterLoop:
             await node.unfence()
         elif isinstance(e, ModeChanged):
             await node.mode_changed(e.mode, e.async_from_lsn)
-        return []
 
     async def _heartbeats(self) -> None:
         assert self.peer is not None

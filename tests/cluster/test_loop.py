@@ -174,3 +174,35 @@ def test_the_real_clock_does_not_go_back():
     assert c.now() >= a and c.source in ("CLOCK_BOOTTIME", "monotonic")
     asyncio.run(c.sleep(0.01))
     assert c.now() - a >= 0.01
+
+
+def test_a_failed_takeover_preparation_resumes_the_passive_and_a_lost_epoch_file_stops_the_loop():
+    async def go():
+        clock, witness, nodes, agents, loops, peers = make_pair()
+        await run_for(clock, loops, 3)
+
+        async def broken_prepare():
+            nodes[1].calls.append(("prepare failed",))
+            raise OSError("fsync failed")
+
+        nodes[1].prepare_takeover = broken_prepare
+        await run_for(clock, loops[1:], 6, heartbeat=False)
+        assert ("prepare failed",) in nodes[1].calls and ("resume",) in nodes[1].calls
+        assert agents[1].role is Role.PASSIVE and "takeover preparation failed" in agents[1].last_action.reason
+        state, _ = await witness.read()
+        assert state.holder == "node1"  # it never wrote the witness
+
+        def no_disk(epoch):
+            raise OSError("disk full")
+
+        del nodes[1].prepare_takeover  # the working one again
+        nodes[1].record_epoch = no_disk
+        try:
+            await run_for(clock, loops[1:], 3, heartbeat=False)
+        except OSError:
+            pass
+        else:
+            raise AssertionError("the loop went on without keeping the epoch")
+        assert not any(c[0] == "active" for c in nodes[1].calls)
+
+    asyncio.run(go())
