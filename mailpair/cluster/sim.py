@@ -3,7 +3,8 @@
 In the manner of FoundationDB's and TigerBeetle's simulation testing: the real `Agent` and
 `decide()` run against a model of everything around them (clocks, network, witness, log, store),
 all driven by one seeded random generator and one event queue, so a seed replays exactly:
-`python -m mailpair.cluster.sim --seed N` prints what happened.
+`python -m mailpair.cluster.sim --seed N --trace` prints what happened. `--variant NAME` runs a
+deliberately broken rule (VARIANTS), to show that the checks below catch it.
 
 What is modelled, and why it is enough to break the rules if they are broken:
 - Each node's clock runs at its own rate (a few percent off) from its own origin; agents only see
@@ -14,9 +15,11 @@ What is modelled, and why it is enough to break the rules if they are broken:
   direction. The witness is a compare-and-swap register reached over its own links, with slow
   I/O, lost replies and the client's timeout and read-back (Witness.compare_and_swap).
 - The active writes records: it checks may_write before the group commit and after its fsync,
-  respects its LSN and UID reservations, waits for the passive in sync mode, and falls back to
-  async (and back) through the witness as CLUSTER.md says. The passive stores what is shipped,
-  refuses older epochs, and a rejoining node sets aside what diverged.
+  respects its LSN and UID reservations (the witness's, or higher ones it sent in the stream and
+  the passive acknowledged storing), waits for the passive in sync mode, and falls back to async
+  (and back) through the witness as CLUSTER.md says. The passive stores what is shipped, refuses
+  older epochs, and a rejoining node sets aside what diverged. A switchover drains, then hands
+  the witness over.
 
 Checked after every event (`Violation` names the seed and the rule):
 - no acknowledgement by a node after another node's CAS raised the epoch above its own;
@@ -41,7 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .decide import Action, Dial, DialKind, Observed, Role, Settings, decide, modseq
+from .decide import Action, Dial, DialKind, Observed, Role, Settings, decide, modseq, reserve_ahead
 from .loop import (
     Agent,
     BecomeActive,
@@ -108,6 +111,7 @@ class Variant:
     skew: float = 0.03
     agent_dial: Dial | None = None  # the dial the agents use, when it differs from the one checked
     tamper: Callable[[SimNode, Effect], Effect] | None = None  # rewrites an effect before it is carried out
+    own_reservations: bool = True  # a new active counts the reservations its copy stored
 
 
 def _reuse_epoch(node: SimNode, e: Effect) -> Effect:
@@ -137,6 +141,7 @@ VARIANTS = {
     "no-margin": Variant("no-margin", margin=0.0, skew=0.05),
     "reuse-epoch": Variant("reuse-epoch", tamper=_reuse_epoch),
     "uid-from-log": Variant("uid-from-log", tamper=_uid_from_log),
+    "ignore-stored-reservations": Variant("ignore-stored-reservations", own_reservations=False),
 }
 
 
@@ -150,6 +155,11 @@ class SimNode:
         self.log: list[Rec] = []
         self.kept_epoch = 0  # the highest epoch kept on disk
         self.set_aside: list[Rec] = []
+        # Reservations the active raised through the stream (CLUSTER.md: past the witness's only
+        # once this copy stored them): kept with the log, so they survive a crash.
+        self.stored_res_epoch = 0
+        self.stored_res_lsn = 0
+        self.stored_res_uid = 0
         self.start()
 
     def local(self, t: float | None = None) -> float:
@@ -178,6 +188,8 @@ class SimNode:
         self.want_mode = "sync"
         self.want_from: int | None = None
         self.peer_acked = 0
+        self.acked_res_lsn = 0  # active: reservations the passive acknowledged storing, this epoch
+        self.acked_res_uid = 0
         self.next_ship = 1
         self.op = 0  # the witness operation in flight (its generation)
         self.draining_since: float | None = None  # switchover asked: no new commits, waiting to hand over
@@ -190,7 +202,12 @@ class SimNode:
         end = len(self.log)
         used_uid = self.uid_hi()
         active = self.agent.role is Role.ACTIVE
+        view = self.agent.view.state if self.agent.view is not None else None
+        holder_epoch = view.epoch if view is not None else 0
+        own = self.sim.variant.own_reservations
         return NodeStatus(
+            own_reserved_lsn=self.stored_res_lsn if self.stored_res_epoch == holder_epoch and own else 0,
+            own_reserved_uid=self.stored_res_uid if own else 0,
             stored_lsn=end,
             replayed_lsn=end,
             store_ok_at=self.store_ok_at,
@@ -208,6 +225,10 @@ class SimNode:
     def may_write(self) -> bool:
         """The agent's answer: this node holds two votes now."""
         return self.alive and self.agent.may_write(self.local())
+
+    def limits(self, st: WitnessState) -> tuple[int, int]:
+        """The LSN and UID this active may not go past: the witness's, or higher ones its peer stored."""
+        return max(st.reserved_lsn, self.acked_res_lsn), max(st.reserved_uid, self.acked_res_uid)
 
     def can_write(self) -> bool:
         """What the store asks before a commit and before answering: not fenced, and may write."""
@@ -248,6 +269,8 @@ class Sim:
         self.takeovers = 0
         self.acked: dict[int, Rec] = {}
         self.epoch_owner: dict[int, str] = {}
+        self.w_history: list[tuple[float, WitnessState]] = []
+        self.ack_times: dict[int, float] = {}  # rid -> when acknowledged
         self.history: list[tuple[float, str, str, int]] = []  # (t, what, node, epoch): active, passive, fence, cas
         self.acks_by: dict[tuple[str, int], list[float]] = {}  # (node, epoch) -> [count, first t, last t]
         self.lost: set[int] = set()
@@ -541,6 +564,7 @@ class Sim:
                     self.fail("epochs only grow", f"witness epoch {old.epoch} -> {write.new.epoch}")
                 self.w_rev += 1
                 self.w_state = write.new
+                self.w_history.append((self.t, write.new))
                 self.log(f"witness rev {self.w_rev}: {write.purpose} by {node.name} epoch {write.new.epoch} v{write.new.version}")
                 if old is None or write.new.epoch > old.epoch:
                     self.history.append((self.t, "cas", node.name, write.new.epoch))
@@ -658,8 +682,9 @@ class Sim:
         lsn = len(node.log) + 1
         k = self.rng.choice([0, 1, 1, 2, 5])
         hi = node.uid_hi()
-        if lsn > st.reserved_lsn or hi + k > st.reserved_uid:
-            return  # waits for the next renew to raise the reservation
+        max_lsn, max_uid = node.limits(st)
+        if lsn > max_lsn or hi + k > max_uid:
+            return  # waits for a renew or the stream to raise the reservation
         self.rid += 1
         rec = Rec(node.agent.epoch, lsn, hi + 1, hi + k, self.rid)
         node.committing = True
@@ -693,20 +718,28 @@ class Sim:
         start = max(1, min(node.next_ship, len(node.log) + 1))
         recs = node.log[start - 1 : start - 1 + 40]
         prev = node.log[start - 2] if start >= 2 else None
-        self.send(node, peer, self._on_records, peer, node, node.inc, node.agent.epoch, prev, recs)
+        res = (0, 0)
+        st = node.agent.view.state if node.agent.view is not None else None
+        if st is not None:
+            max_lsn, max_uid = node.limits(st)
+            s = self.settings
+            res = (reserve_ahead(len(node.log), max_lsn, s.reserve_lsn), reserve_ahead(node.uid_hi(), max_uid, s.reserve_uid))
+        self.send(node, peer, self._on_records, peer, node, node.inc, node.agent.epoch, prev, recs, res)
 
-    def _on_records(self, node: SimNode, sender: SimNode, sender_inc: int, epoch: int, prev: Rec | None, recs: list[Rec]) -> None:
+    def _on_records(
+        self, node: SimNode, sender: SimNode, sender_inc: int, epoch: int, prev: Rec | None, recs: list[Rec], res: tuple[int, int]
+    ) -> None:
         agent = node.agent
         if epoch < agent.highest_epoch_seen or agent.role is Role.ACTIVE:
             if epoch > agent.epoch:
                 agent.on_epoch_seen(epoch)
-            self.send(node, sender, self._on_stream_reply, sender, sender_inc, agent.highest_epoch_seen, None, False)
+            self.send(node, sender, self._on_stream_reply, sender, sender_inc, agent.highest_epoch_seen, None, False, None)
             return
         if node.taking_over:
             return  # the receiver is stopped: E is fixed
         agent.on_epoch_seen(epoch)
         if prev is not None and (len(node.log) < prev.lsn or node.log[prev.lsn - 1].rid != prev.rid):
-            self.send(node, sender, self._on_stream_reply, sender, sender_inc, agent.highest_epoch_seen, prev.lsn, False)
+            self.send(node, sender, self._on_stream_reply, sender, sender_inc, agent.highest_epoch_seen, prev.lsn, False, None)
             return
         for r in recs:
             if r.lsn <= len(node.log):
@@ -717,9 +750,17 @@ class Sim:
             if r.epoch < (node.log[-1].epoch if node.log else 0):
                 self.fail("epochs only grow", f"{node.name} stores epoch {r.epoch} after {node.log[-1].epoch}")
             node.log.append(r)
-        self.send(node, sender, self._on_stream_reply, sender, sender_inc, agent.highest_epoch_seen, len(node.log), True)
+        if epoch > node.stored_res_epoch:
+            node.stored_res_epoch, node.stored_res_lsn = epoch, 0
+        if epoch == node.stored_res_epoch:
+            node.stored_res_lsn = max(node.stored_res_lsn, res[0])
+        node.stored_res_uid = max(node.stored_res_uid, res[1])  # stored with the records (fsync'd together)
+        stored = (node.stored_res_lsn, node.stored_res_uid) if epoch == node.stored_res_epoch else None
+        self.send(node, sender, self._on_stream_reply, sender, sender_inc, agent.highest_epoch_seen, len(node.log), True, stored)
 
-    def _on_stream_reply(self, node: SimNode, inc: int, epoch: int, lsn: int | None, ok: bool) -> None:
+    def _on_stream_reply(
+        self, node: SimNode, inc: int, epoch: int, lsn: int | None, ok: bool, res: tuple[int, int] | None
+    ) -> None:
         if node.inc != inc:
             return
         node.agent.on_epoch_seen(epoch)
@@ -731,6 +772,9 @@ class Sim:
             return
         node.next_ship = lsn + 1
         node.peer_acked = max(node.peer_acked, lsn) if lsn <= len(node.log) else node.peer_acked
+        if res is not None and epoch == node.agent.epoch:
+            node.acked_res_lsn = max(node.acked_res_lsn, res[0])
+            node.acked_res_uid = max(node.acked_res_uid, res[1])
         self._release_waiting(node)
 
     def _become_active(self, node: SimNode, e: BecomeActive) -> None:
@@ -751,6 +795,7 @@ class Sim:
         node.want_mode = e.mode
         node.want_from = e.async_from_lsn
         node.peer_acked = 0
+        node.acked_res_lsn = node.acked_res_uid = 0
         node.next_ship = len(node.log) + 1
         node.waiting.clear()
         node.taking_over = False
@@ -782,6 +827,7 @@ class Sim:
             )
         self.acks += 1
         self.acked[rec.rid] = rec
+        self.ack_times[rec.rid] = self.t
         by = self.acks_by.setdefault((node.name, rec.epoch), [0, self.t, self.t])
         by[0] += 1
         by[2] = self.t

@@ -52,6 +52,10 @@ def test_a_seed_replays_exactly():
         ),
         ("reuse-epoch", {"two nodes never accept writes in one epoch", "no MODSEQ shown for two things"}),
         ("uid-from-log", {"no UID shown for two things"}),
+        (
+            "ignore-stored-reservations",
+            {"the dial is respected", "no UID shown for two things", "no MODSEQ shown for two things"},
+        ),
     ],
 )
 def test_the_simulator_catches_a_broken_rule(variant, rules):
@@ -111,6 +115,9 @@ def test_witness_lost_no_failover_active_keeps_writing_on_the_promise(seed):
     sim = run([Fault("wcut", 2.0, 14.0, 0), Fault("wcut", 2.0, 14.0, 1)], seed=seed)
     assert actives(sim) == [("node1", 1)]
     assert acks_between(sim, "node1", 8.0, 14.0)
+    # past the witness's reservation, on reservations its peer stored from the stream
+    reserved = max(st.reserved_lsn for t, st in sim.w_history if t < 2.0)
+    assert any(r.lsn > reserved and 2.0 < sim.ack_times[rid] < 14.0 for rid, r in sim.acked.items())
     assert not any(what == "fence" for _, what, _, _ in sim.history)
 
 
