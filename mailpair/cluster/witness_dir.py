@@ -107,7 +107,7 @@ class DirectoryWitness(Witness):
         tmp = self.path / f"{TMP_PREFIX}{new_nonce()}"
         target = self.path / f"state.{n + 1}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # private, as every mailpair file (issue 17)
             try:
                 view = memoryview(json.dumps(payload, sort_keys=True).encode() + b"\n")
                 while view:

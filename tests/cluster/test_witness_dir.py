@@ -147,6 +147,7 @@ def test_old_states_are_pruned_and_a_stale_token_cannot_remake_one(tmp_path):
         token = w.cas_sync(token, state)
     names = sorted(n for n in os.listdir(tmp_path) if n.startswith("state."))
     assert names == ["state.10", "state.8", "state.9"]
+    assert all((tmp_path / n).stat().st_mode & 0o077 == 0 for n in names)  # private files (issue 17)
     # a writer still holding token 2 (its state.3 was pruned, could be made again): it must lose
     assert w.cas_sync(Token(2), state.successor(holder="node2")) is None
     assert w.read_sync() == (state, Token(10))
