@@ -121,6 +121,9 @@ class Unfence:
 
 @dataclass(frozen=True)
 class ModeChanged:
+    """The mode the active must act in. "async" only once a witness write saying so is known to
+    be stored; "sync" as soon as a write saying sync is *issued*, since it may land unseen."""
+
     mode: Mode
     async_from_lsn: int | None
 
@@ -186,6 +189,7 @@ class Agent:
     fenced: bool = False
     taking_over: bool = False
     handing_over: bool = False  # switchover: writing stopped, the witness is being handed to the peer
+    told_mode: tuple[str, int | None] | None = None  # the mode the node was last told to act in
     view: WitnessView | None = None
     lease_start: float | None = None
     promise_from: float | None = None
@@ -283,6 +287,7 @@ class Agent:
         self.epoch = epoch
         self.fenced = False
         self.handing_over = False
+        self.told_mode = None
         self.lease_start = None
         self.promise_from = None
         self.promise_made_at = None
@@ -307,7 +312,15 @@ class Agent:
         )
         self.pending = "renew"
         self.last_write_issued = now
-        return [WriteWitness("renew", self.view.token, new)]
+        out: list[Effect] = []
+        if new.mode == "sync" and self.told_mode != ("sync", None):
+            # Back to sync: the node waits for its peer from now on, before the write is even
+            # answered; were it to ack without waiting while this write lands unseen, the witness
+            # would say sync over an acknowledgement the passive never stored.
+            self.told_mode = ("sync", None)
+            out.append(ModeChanged("sync", None))
+        out.append(WriteWitness("renew", self.view.token, new))
+        return out
 
     def _start_takeover(self, action: Action, now: float) -> list[Effect]:
         if self.pending is not None or self.view is None or self.need_read:
@@ -419,7 +432,6 @@ class Agent:
                 return self._abandon(now, "another node won the witness")
             return []
         lease_start = started_at if self.lease_anchor == "start" else now
-        old = self.view.state if self.view is not None else None
         self.view = WitnessView(new, token, changed_at=now, read_at=now)
         if purpose == "promote":
             return self._promoted(new, lease_start, now)
@@ -431,7 +443,8 @@ class Agent:
         if self.fenced and self.may_write(now):
             self.fenced = False
             out.append(Unfence())
-        if old is None or (old.mode, old.async_from_lsn) != (new.mode, new.async_from_lsn):
+        if self.told_mode != (new.mode, new.async_from_lsn):
+            self.told_mode = (new.mode, new.async_from_lsn)
             out.append(ModeChanged(new.mode, new.async_from_lsn))
         return out
 
@@ -454,6 +467,7 @@ class Agent:
         self.fenced = False
         self.taking_over = False
         self._takeover = None
+        self.told_mode = (new.mode, new.async_from_lsn)  # BecomeActive carries it
         first_uid = new.reserved_uid - self.settings.reserve_uid + 1
         return [
             RecordEpoch(new.epoch),

@@ -307,3 +307,32 @@ def test_settings_refuse_nonsense():
         Settings(renew_interval=3, lease_ttl=3)
     with pytest.raises(ValueError):
         Settings(margin=3)
+
+
+def test_back_to_sync_binds_the_node_when_the_write_is_issued_not_when_it_is_answered():
+    """Found by the simulator (seed 19850 of the slow run): a renew carrying "sync" landed but its
+    answer was lost; the node, still told "async", acknowledged without its peer while the witness
+    said sync, and a lossless takeover lost those records."""
+    a = agent()
+    in_async = dataclasses.replace(HELD, mode="async", async_from_lsn=470)
+    a.view = WitnessView(in_async, Token(40), T - 1, T - 1)
+    a.need_read = False
+    a.told_mode = ("async", 470)
+    a.lease_start = T - 1.0
+    effects = a.poll(T, NodeStatus(store_ok_at=T, want_mode="sync"))
+    kinds = [type(e).__name__ for e in effects]
+    assert kinds == ["ModeChanged", "WriteWitness"] and effects[0].mode == "sync"
+    write = effects[1]
+    assert a.write_failed("renew", T, T + 2.5) == []  # unknown outcome: the node stays in sync
+    # the node stalls and asks for async again; only a stored write lets it acknowledge alone
+    a.need_read = False
+    a.last_write_issued = -math.inf
+    (again,) = [
+        e
+        for e in a.poll(T + 3, NodeStatus(store_ok_at=T + 3, want_mode="async", want_async_from=480))
+        if isinstance(e, WriteWitness)
+    ]
+    assert again.new.mode == "async"
+    out = a.write_done("renew", again.new, Token(42), T + 3, T + 3.1)
+    assert [(e.mode, e.async_from_lsn) for e in out if type(e).__name__ == "ModeChanged"] == [("async", 480)]
+    assert write.new.mode == "sync"
