@@ -13,6 +13,7 @@ DEFAULT_SCHEDULES = 2000
 SLOW_SCHEDULES = 30000
 
 
+@pytest.mark.timeout(3600)  # with --slow: 30000 schedules on a machine shared with others
 def test_seeded_schedules_keep_every_rule(request):
     count = SLOW_SCHEDULES if request.config.getoption("--slow") else DEFAULT_SCHEDULES
     summary = run_many(range(count), stop_at_first=True)
