@@ -695,6 +695,10 @@ class Sim:
         node.committing = False
         if rec.lsn != len(node.log) + 1:
             return  # the node was demoted and rejoined meanwhile; the write failed
+        if rec.epoch < node.kept_epoch:
+            # A group commit begun before a demotion ends after it: the store refuses a record of
+            # an epoch lower than one it has seen start (rule 3); its client gets an error.
+            return
         if node.log and node.log[-1].epoch > rec.epoch:
             self.fail("epochs only grow", f"{node.name} appends epoch {rec.epoch} after {node.log[-1].epoch}")
         node.log.append(rec)
