@@ -349,13 +349,20 @@ class Agent:
         first_uid = first_uid_after_takeover(st.reserved_uid if st else 0, self._status.own_reserved_uid, self._status.used_uid)
         base = st if st is not None else WitnessState()
         mode: Mode = "sync" if s.mode == "sync" else "async"
+        async_from = None if mode == "sync" else stored_lsn + 1
+        if st is not None and st.holder == self.me and st.mode == "async":
+            # This node goes on from its own log (a restart, a lost reply, a handover to it): records
+            # it acknowledged without its peer may still be missing there, so the fallback stays
+            # in force until the peer has caught up and a renew writes sync. Writing sync here
+            # would let a lossless takeover drop them (found by the simulator, seed 34174).
+            mode, async_from = "async", st.async_from_lsn
         new = base.successor(
             epoch=epoch,
             holder=self.me,
             reserved_lsn=stored_lsn + s.reserve_lsn,
             reserved_uid=first_uid - 1 + s.reserve_uid,
             mode=mode,
-            async_from_lsn=None if mode == "sync" else stored_lsn + 1,
+            async_from_lsn=async_from,
             both_stored_lsn=base.both_stored_lsn,
         )
         self.pending = "promote"

@@ -336,3 +336,19 @@ def test_back_to_sync_binds_the_node_when_the_write_is_issued_not_when_it_is_ans
     out = a.write_done("renew", again.new, Token(42), T + 3, T + 3.1)
     assert [(e.mode, e.async_from_lsn) for e in out if type(e).__name__ == "ModeChanged"] == [("async", 480)]
     assert write.new.mode == "sync"
+
+
+def test_a_holder_reactivating_keeps_the_async_fallback_in_force():
+    """Found by the simulator (seed 34174): the holder, in async mode with acknowledgements its
+    peer lacked, restarted and took a new epoch writing "sync"; then cut off, its peer took over
+    under the lossless dial and 23 acknowledged records were lost."""
+    in_async = dataclasses.replace(HELD, mode="async", async_from_lsn=9, both_stored_lsn=8, reserved_lsn=40)
+    for holder, expect in (("node1", ("async", 9)), ("node2", ("sync", None))):
+        best = dataclasses.replace(S, dial=Dial(DialKind.BEST, 10**6))  # lets node1 take over from node2
+        me = Agent(me="node1", peer="node2", settings=best, epoch=3, started_at=T - 100)
+        me.read_done(dataclasses.replace(in_async, holder=holder), Token(40), T - 10, T - 10)
+        me.promise_made_at = None
+        effects = me.poll(T, NodeStatus(stored_lsn=31, store_ok_at=T))
+        assert [type(e).__name__ for e in effects] == ["PrepareTakeover"], effects
+        (write,) = me.prepared(31, T, NodeStatus(stored_lsn=31, store_ok_at=T))
+        assert (write.new.mode, write.new.async_from_lsn) == expect, holder
