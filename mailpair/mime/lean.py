@@ -59,6 +59,7 @@ from mailpair.mime.structure import (
     _params,
     _part_body_bytes,
     _raw_header,
+    basic_fields,
     envelope,
 )
 
@@ -340,17 +341,7 @@ def _structure(scan: _Scan, part: Part) -> Nested:
             lines = newlines + (0 if ends else 1) if size else 0
     else:
         size, lines = scan.measure(part, maintype == "text")
-    if params is None and maintype == "text":
-        params = [b"CHARSET", b"US-ASCII"]
-    out = [
-        _b(maintype.upper()),
-        _b(subtype.upper()),
-        params,
-        _raw_header(h, "content-id"),
-        _raw_header(h, "content-description"),
-        _b(_encoding_of(msg.get("Content-Transfer-Encoding"))),
-        size,
-    ]
+    out = basic_fields(maintype, subtype, params, h, _encoding_of(msg.get("Content-Transfer-Encoding")), size)
     if part.kind == MESSAGE:
         inner = part.children[0]
         out += [envelope(inner.msg), _structure(scan, inner), lines]

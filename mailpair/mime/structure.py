@@ -234,19 +234,8 @@ def bodystructure(msg: Message, extended: bool = True) -> Nested:
         return out
     body = _part_body_bytes(msg)
     h = _headers(msg)
-    params = _params(msg, "content-type")
-    if params is None and maintype == "text":
-        params = [b"CHARSET", b"US-ASCII"]
     encoding = _encoding_of(msg.get("Content-Transfer-Encoding"))
-    out = [
-        _b(maintype.upper()),
-        _b(subtype.upper()),
-        params,
-        _raw_header(h, "content-id"),
-        _raw_header(h, "content-description"),
-        _b(encoding),
-        len(body),
-    ]
+    out = basic_fields(maintype, subtype, _params(msg, "content-type"), h, encoding, len(body))
     if ctype == "message/rfc822":
         inner = msg.get_payload()
         inner_msg = inner[0] if isinstance(inner, list) and inner else None
@@ -258,6 +247,22 @@ def bodystructure(msg: Message, extended: bool = True) -> Nested:
     if extended:
         out += [_raw_header(h, "content-md5"), _disposition(msg), _language(msg), _raw_header(h, "content-location")]
     return out
+
+
+def basic_fields(maintype: str, subtype: str, params: Nested | None, h: Headers, encoding: str, size: int) -> Nested:
+    """The seven fields every non-multipart BODYSTRUCTURE starts with (RFC 3501 7.4.2 body-fields),
+    text parts defaulting to CHARSET US-ASCII (RFC 2045 5.2)."""
+    if params is None and maintype == "text":
+        params = [b"CHARSET", b"US-ASCII"]
+    return [
+        _b(maintype.upper()),
+        _b(subtype.upper()),
+        params,
+        _raw_header(h, "content-id"),
+        _raw_header(h, "content-description"),
+        _b(encoding),
+        size,
+    ]
 
 
 def _leaf(
@@ -272,17 +277,7 @@ def _leaf(
 ) -> Nested:
     """BODYSTRUCTURE of a message that is one part (not multipart, not message/*); body in CRLF
     form."""
-    if params is None and maintype == "text":
-        params = [b"CHARSET", b"US-ASCII"]
-    out = [
-        _b(maintype.upper()),
-        _b(subtype.upper()),
-        params,
-        _raw_header(h, "content-id"),
-        _raw_header(h, "content-description"),
-        _b(encoding),
-        len(body),
-    ]
+    out = basic_fields(maintype, subtype, params, h, encoding, len(body))
     if maintype == "text":
         out.append(_lines(body))
     out += [_raw_header(h, "content-md5"), disposition, language, _raw_header(h, "content-location")]
