@@ -13,6 +13,9 @@ from pathlib import Path
 from mailpair.durable import write_json
 
 ANALYSIS_ROOM = 4 * 1024 * 1024  # a log record beside the message: ENVELOPE, BODYSTRUCTURE, trace
+# The largest segment, so that a record filling one always fits a replication frame (the codec's
+# MAX_BATCH_BYTES; tests/replication/test_codec.py holds the two together).
+MAX_SEGMENT_SIZE = 64 * 1024 * 1024
 
 
 @dataclass
@@ -51,6 +54,11 @@ class NodeConfig:
     def __post_init__(self) -> None:
         # A message of the size limit is one log record, and a record never spans segments:
         # refuse at once a configuration whose largest message could never be stored.
+        if self.segment_size > MAX_SEGMENT_SIZE:
+            raise ValueError(
+                f"segment_size {self.segment_size} is over {MAX_SEGMENT_SIZE}: a record that large would not fit "
+                "one replication frame"
+            )
         room = self.max_message_bytes + ANALYSIS_ROOM
         if self.segment_size < room:
             raise ValueError(

@@ -351,3 +351,10 @@ def test_before_authentication_only_small_frames_are_read():
     msg = {"t": "recs", "raws": [b"x" * (codec.HANDSHAKE_MAX_FRAME + 1)]}
     passive.receive_data(b"".join(active.send(msg)))
     assert events(passive) == [Message(msg)]
+
+
+def test_a_record_of_the_largest_segment_a_node_accepts_fits_one_frame():
+    from mailpair.config import MAX_SEGMENT_SIZE
+    from mailpair.store.log import record_capacity
+
+    assert record_capacity(MAX_SEGMENT_SIZE) + 64 * 1024 <= codec.MAX_BATCH_BYTES

@@ -86,3 +86,8 @@ def test_a_node_config_whose_segment_cannot_hold_its_limit_is_refused(tmp_path):
     with pytest.raises(ValueError, match="segment_size"):
         NodeConfig(name="n", data=str(tmp_path), max_message_bytes=25 * 1024 * 1024, segment_size=16 * 1024 * 1024)
     NodeConfig(name="n", data=str(tmp_path))  # the defaults fit
+
+
+def test_a_segment_too_large_for_a_replication_frame_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="replication frame"):
+        NodeConfig(name="n", data=str(tmp_path), segment_size=128 * 1024 * 1024)
