@@ -1,9 +1,8 @@
 """Seeding: a consistent snapshot of the active's state, and installing it as the passive's copy.
 
-The snapshot uses SQLite's online backup API from a read-only connection in one step: it reads
-one consistent version of the WAL database while the writer goes on (readers never block writers
-in WAL mode), and `meta.applied_lsn` inside it says exactly which log records it holds. The
-passive then streams the log from the LSN after it.
+The snapshot is the store's (store/snapshot.py: one consistent version of the state, taken while
+the writer goes on, whose `meta.applied_lsn` says exactly which log records it holds); backups
+take theirs the same way. The passive then streams the log from the LSN after it.
 
 On the passive a new copy is assembled beside the databases (DATA/replication/seed-NAME) and
 renamed into place only when complete and durable, so a reseed over a broken copy replaces it
@@ -14,37 +13,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
-import tempfile
 import uuid
 from pathlib import Path
 
 from mailpair.durable import fsync_dir, fsync_file
-from mailpair.store.schema import get_meta
+from mailpair.store.snapshot import snapshot_beside
 
 
 def snapshot(db_path: Path) -> tuple[Path, int, int]:
-    """Back up DB_PATH/state.sqlite into a temporary file beside it. Returns (file, applied LSN,
-    epoch). The caller deletes the file."""
-    fd, name = tempfile.mkstemp(prefix=".snapshot-", suffix=".sqlite", dir=db_path)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        src = sqlite3.connect(f"file:{db_path / 'state.sqlite'}?mode=ro", uri=True)
-        dst = sqlite3.connect(tmp)
-        try:
-            src.backup(dst)  # pages=-1: the whole database in one step, one read transaction
-            # The copy travels as one self-contained file, not a WAL pair.
-            dst.execute("PRAGMA journal_mode=DELETE")
-            applied = get_meta(dst, "applied_lsn", 0)
-            epoch = get_meta(dst, "epoch", 1)
-        finally:
-            dst.close()
-            src.close()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp, applied, epoch
+    """A consistent snapshot of DB_PATH's state (store/snapshot.py, the one backups use too) in
+    a temporary file beside it. Returns (file, applied LSN, epoch). The caller deletes the file."""
+    snap = snapshot_beside(db_path)
+    return snap.path, snap.applied_lsn, snap.epoch
 
 
 def staging_dir(data_dir: Path, name: str) -> Path:
