@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -23,9 +24,14 @@ from rich.live import Live
 from rich.table import Table
 
 from mailpair.admin import pair as pairmod
+from mailpair.admin.backupsource import find_source
 from mailpair.admin.statustable import status_table
 from mailpair.admin.target import Api, Target, connect, fail, on_node
 from mailpair.api.pairview import merge_statuses
+from mailpair.backup import catalog as backup_catalog
+from mailpair.backup.manifest import Kind as BackupKind
+from mailpair.backup.take import BackupError, take_backup
+from mailpair.backup.target import TargetError, open_target
 from mailpair.datadir import START_FAILURE, DataDirLocked, lock_data_dir
 from mailpair.filemodes import private_umask
 from mailpair.store import NodeStore, StoreError, hash_password, names
@@ -401,3 +407,124 @@ def verify(target: Path, as_json: bool) -> None:
             for n in r.notes:
                 console.print(f"  note: {n}")
     sys.exit(0 if all(r.ok for r in reports) else 1)
+
+
+# ---------------------------------------------------------------------------- backup and restore
+@main.group()
+def backup() -> None:
+    """Back up databases (from the passive node), list, verify and prune backups."""
+
+
+def _prune_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--keep-days", type=click.FloatRange(0), help="keep every backup of the last D days (and what it needs)")(
+        fn
+    )
+    return click.option("--keep-full", type=click.IntRange(0), help="keep the newest N full backups and what builds on them")(fn)
+
+
+def _prune(to: str, database: str | None, keep_full: int | None, keep_days: float | None) -> list[str]:
+    if keep_full is None and keep_days is None:
+        return []
+    tgt = open_target(to)
+    return [
+        gone
+        for db in ([database] if database else tgt.databases())
+        for gone in backup_catalog.prune(tgt, db, keep_full, keep_days)
+    ]
+
+
+_BACKUP_HELP = {
+    BackupKind.FULL: "A full backup: a consistent snapshot of each database plus the log after it.",
+    BackupKind.INCREMENTAL: "An incremental backup: the log since the last backup of any kind.",
+    BackupKind.DIFFERENTIAL: "A differential backup: the log since the last full backup.",
+}
+
+
+def _backup_command(kind: BackupKind) -> None:
+    @backup.command(kind.value, help=_BACKUP_HELP[kind])
+    @target_options(with_data=True)
+    @click.option("--to", "to", required=True, help="the backup target (a directory)")
+    @click.option("--database", help="back up this database only (default: every database of the node)")
+    @click.option("--from-active", is_flag=True, help="back up the active node (its users will feel it)")
+    @_prune_options
+    @click.option("--json", "as_json", is_flag=True)
+    def cmd(target: Target, to: str, database: str | None, from_active: bool, keep_full, keep_days, as_json: bool) -> None:
+        src = find_source(target, from_active, database)
+        if src.role == "active":
+            click.echo(f"note: backing up from the active node {src.node} (--from-active): its users will feel it", err=True)
+        tgt = open_target(to)
+        for db_dir in src.databases:
+            try:
+                out = take_backup(db_dir, src.node, kind, tgt)
+            except (BackupError, TargetError, StoreError, LogError, OSError, sqlite3.Error) as e:
+                fail(f"{kind.value} backup of {db_dir.name} failed: {e}")
+            res = out.as_json()
+            if as_json:
+                click.echo(json.dumps(res))
+            else:
+                mb = res["bytes"] / 1e6
+                console.print(
+                    f"{kind.value} backup [bold]{res['id']}[/] of {db_dir.name} from {src.node}: LSN {res['first_lsn']}..{res['last_lsn']}, "
+                    f"{mb:.1f} MB in {res['seconds']:.1f} s ({mb / max(res['seconds'], 1e-6):.1f} MB/s)"
+                )
+        for gone in _prune(to, database, keep_full, keep_days):
+            click.echo(f"pruned {gone}", err=True)
+
+
+for _kind in BackupKind:
+    _backup_command(_kind)
+
+
+@backup.command("list")
+@click.option("--to", "to", required=True, help="the backup target")
+@click.option("--json", "as_json", is_flag=True)
+def backup_list(to: str, as_json: bool) -> None:
+    """The complete backups a target holds, oldest first (interrupted ones are not listed)."""
+    tgt = open_target(to)
+    rows = [m.summary() for db in tgt.databases() for m in backup_catalog.manifests(tgt, db)]
+    if as_json:
+        click.echo(json.dumps({"backups": rows}))
+        return
+    table = Table("id", "database", "kind", "LSNs", "finished", "MB", "node")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["database"],
+            r["kind"],
+            f"{r['first_lsn']}..{r['last_lsn']}",
+            r["finished"],
+            f"{r['bytes'] / 1e6:.1f}",
+            r["node"],
+        )
+    console.print(table)
+
+
+@backup.command("verify")
+@click.option("--to", "to", required=True, help="the backup target")
+@click.option("--id", "backup_id", help="check this backup only")
+@click.option("--json", "as_json", is_flag=True)
+def backup_verify(to: str, backup_id: str | None, as_json: bool) -> None:
+    """Check every backup's files (size, SHA-256), log records (CRCs, LSN order), snapshot and
+    chain; exit 0 only when every backup is sound."""
+    checked, problems = backup_catalog.verify(open_target(to), backup_id=backup_id)
+    if as_json:
+        click.echo(json.dumps({"checked": checked, "ok": not problems, "problems": problems}))
+    else:
+        for p in problems:
+            click.echo(f"problem: {p}")
+        click.echo(f"{checked} backups checked: " + ("sound" if not problems else f"{len(problems)} problems"))
+    if checked == 0 and backup_id is not None:
+        fail(f"no backup {backup_id} in {to}")
+    sys.exit(0 if not problems else 1)
+
+
+@backup.command("prune")
+@click.option("--to", "to", required=True, help="the backup target")
+@click.option("--database", help="this database only")
+@_prune_options
+def backup_prune(to: str, database: str | None, keep_full, keep_days) -> None:
+    """Delete backups retention does not keep (never one a kept backup needs)."""
+    if keep_full is None and keep_days is None:
+        raise click.UsageError("give --keep-full N and/or --keep-days D")
+    for gone in _prune(to, database, keep_full, keep_days):
+        click.echo(f"deleted {gone}")
