@@ -30,6 +30,8 @@ from mailpair.admin.target import Api, Target, connect, fail, on_node
 from mailpair.api.pairview import merge_statuses
 from mailpair.backup import catalog as backup_catalog
 from mailpair.backup.manifest import Kind as BackupKind
+from mailpair.backup.manifest import parse_time as parse_backup_time
+from mailpair.backup.restore import RestoreError, restore_all
 from mailpair.backup.take import BackupError, take_backup
 from mailpair.backup.target import TargetError, open_target
 from mailpair.datadir import START_FAILURE, DataDirLocked, lock_data_dir
@@ -528,3 +530,36 @@ def backup_prune(to: str, database: str | None, keep_full, keep_days) -> None:
         raise click.UsageError("give --keep-full N and/or --keep-days D")
     for gone in _prune(to, database, keep_full, keep_days):
         click.echo(f"deleted {gone}")
+
+
+@main.command()
+@click.option("--from", "source", required=True, help="the backup target to restore from")
+@click.option(
+    "--to", "dest", required=True, type=click.Path(file_okay=False, path_type=Path), help="a new recovery data directory"
+)
+@click.option("--until", help="restore up to this time (ISO 8601, UTC unless it says otherwise)")
+@click.option("--lsn", type=click.IntRange(0), help="restore up to this LSN")
+@click.option("--database", help="restore this database only")
+@click.option("--json", "as_json", is_flag=True)
+def restore(source: str, dest: Path, until: str | None, lsn: int | None, database: str | None, as_json: bool) -> None:
+    """Rebuild a recovery data directory from a full backup and the later ones, up to a time or LSN."""
+    if until is not None and lsn is not None:
+        raise click.UsageError("give --until or --lsn, not both")
+    try:
+        until_s = None if until is None else parse_backup_time(until)
+    except ValueError:
+        raise click.UsageError(f"--until {until!r} is not an ISO 8601 time") from None
+    try:
+        done = restore_all(open_target(source), dest, lsn=lsn, until=until_s, database=database)
+    except (RestoreError, StoreError, LogError, OSError, sqlite3.Error) as e:
+        fail(f"restore failed: {e}")
+    for r in done:
+        res = r.as_json()
+        if as_json:
+            click.echo(json.dumps(res))
+        else:
+            mb = res["bytes"] / 1e6
+            console.print(
+                f"restored {r.database} to LSN {r.applied_lsn} (last record {r.last_time}) from {len(r.used)} backups, "
+                f"{mb:.1f} MB in {res['seconds']:.1f} s ({mb / max(res['seconds'], 1e-6):.1f} MB/s) into {dest}"
+            )
