@@ -159,6 +159,7 @@ class Node:
                     "applied_lsn": db.applied_lsn if db else 0,
                     "last_lsn": db.log.last_lsn if db else 0,
                     "copies": copies,
+                    "last_backup": db.last_backup() if db else None,
                 }
             )
         epoch = max((db.epoch for db in self.store.databases.values()), default=1)

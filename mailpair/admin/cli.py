@@ -31,6 +31,7 @@ from mailpair.api.pairview import merge_statuses
 from mailpair.backup import catalog as backup_catalog
 from mailpair.backup.manifest import Kind as BackupKind
 from mailpair.backup.manifest import parse_time as parse_backup_time
+from mailpair.backup.pin import pin_backed_up
 from mailpair.backup.restore import RestoreError, restore_all
 from mailpair.backup.take import BackupError, take_backup
 from mailpair.backup.target import TargetError, open_target
@@ -460,6 +461,7 @@ def _backup_command(kind: BackupKind) -> None:
                 out = take_backup(db_dir, src.node, kind, tgt)
             except (BackupError, TargetError, StoreError, LogError, OSError, sqlite3.Error) as e:
                 fail(f"{kind.value} backup of {db_dir.name} failed: {e}")
+            pin_backed_up(src.data_dirs, db_dir.name, out.manifest)
             res = out.as_json()
             if as_json:
                 click.echo(json.dumps(res))

@@ -42,6 +42,15 @@ def ago(ts: float | None) -> str:
     return f"{age:.1f}s ago" if age < 120 else time.strftime("%H:%M:%S", time.localtime(ts))
 
 
+def age(ts: float | None) -> str:
+    """How long ago, in the two largest units (a backup's age)."""
+    if not ts:
+        return "-"
+    s = int(max(0.0, time.time() - ts))
+    d, h, m = s // 86400, s // 3600 % 24, s // 60 % 60
+    return f"{d}d {h}h" if d else f"{h}h {m}m" if h else f"{m}m {s % 60}s" if m else f"{s}s"
+
+
 def status_rows(st: dict[str, Any]) -> list[dict[str, str]]:
     """One row per copy of each database, then one per unreachable node."""
     roles = {n["name"]: n["role"] for n in st["nodes"]}
@@ -63,8 +72,7 @@ def status_rows(st: dict[str, Any]) -> list[dict[str, str]]:
                     "last_stored": ago(c.get("last_stored_time")),
                     "last_replayed": ago(c.get("last_replayed_time")),
                     "lag": "-" if lag is None else f"{lag * 1000:.0f} ms",
-                    # Backups are not built yet in this version; the column says so rather than hide.
-                    "backup": "no backup",
+                    "backup": age(d["last_backup"].get("finished_ts")) if d.get("last_backup") else "no backup",
                     "reason": c.get("reason") or "",
                 }
             )

@@ -21,7 +21,10 @@ def merge_statuses(statuses: list[dict[str, Any]]) -> dict[str, Any]:
     dbs: dict[str, dict[str, Any]] = {}
     for s in reachable:
         for d in s["databases"]:
-            entry = dbs.setdefault(d["name"], {"name": d["name"], "copies": []})
+            entry = dbs.setdefault(d["name"], {"name": d["name"], "copies": [], "last_backup": None})
+            backup = d.get("last_backup")  # the newest either node was told of (backup/pin.py)
+            if backup and backup.get("finished_ts", 0) > ((entry["last_backup"] or {}).get("finished_ts") or 0):
+                entry["last_backup"] = backup
             for c in d["copies"]:
                 # A node's report of its own copy is the authority; another node's view of it
                 # fills in only while that node cannot be reached.

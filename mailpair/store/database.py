@@ -14,6 +14,8 @@ Rules this module keeps (../shared/DESIGN.md, rules 1, 4, 5):
   database replays them (the replay used by crash recovery and by the passive copy) at once, or
   before it accepts anything else.
 - Reads use their own connection on their own thread (WAL lets them run beside the writer).
+- Truncation deletes a segment only when no pin needs it: the checkpoint, each copy, and, while
+  backups are taken, the first LSN no backup holds (rule 4).
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ logger = logging.getLogger("mailpair.store")
 CHECKPOINT_EVERY = 20_000  # records between automatic checkpoints
 MAX_BATCH = 512  # operations one group commit takes in at most (bounds its latency)
 ROOM_MARGIN = 256 * 1024  # free disk a group commit leaves beyond twice its own size
+# Written by the backup tool after each backup (mailpair/backup/pin.py): the first LSN no backup
+# holds yet. While it exists (backups are configured), truncation keeps that LSN and after.
+BACKUP_PIN_FILE = "backup.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,15 +598,36 @@ class Database:
     def _pins_path(self) -> Path:
         return self.path / "pins.json"
 
-    def pins(self) -> dict[str, int]:
+    def _own_pins(self) -> dict[str, int]:
         try:
             return json.loads(self._pins_path().read_text())
         except FileNotFoundError:
             return {}
 
+    def pins(self) -> dict[str, int]:
+        """Every pin: this database's own (pins.json) and, once a backup was taken, "backup",
+        the first LSN no backup holds (the backup tool writes it, beside the node)."""
+        pins = self._own_pins()
+        backup = self.last_backup()
+        if backup is not None:
+            pins["backup"] = int(backup["lsn"])
+        return pins
+
+    def last_backup(self) -> dict[str, Any] | None:
+        """What the backup tool last wrote here (lsn, id, kind, finished), or None."""
+        try:
+            backup = json.loads((self.path / BACKUP_PIN_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            # unreadable: keep every segment from the log's start rather than guess (rule 4)
+            logger.error("database %s: %s is unreadable; backups pin the whole log", self.name, BACKUP_PIN_FILE)
+            return {"lsn": self.log.first_lsn}
+        return backup if isinstance(backup.get("lsn"), int) else None
+
     def set_pin(self, name: str, lsn: int | None) -> None:
         """A pin is the first LSN its owner still needs; None removes it."""
-        pins = self.pins()
+        pins = self._own_pins()
         if lsn is None:
             pins.pop(name, None)
         else:
