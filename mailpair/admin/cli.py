@@ -29,6 +29,7 @@ from mailpair.admin.statustable import status_table
 from mailpair.admin.target import Api, Target, connect, fail, on_node
 from mailpair.api.pairview import merge_statuses
 from mailpair.backup import catalog as backup_catalog
+from mailpair.backup.export import ExportError, export_account
 from mailpair.backup.manifest import Kind as BackupKind
 from mailpair.backup.manifest import parse_time as parse_backup_time
 from mailpair.backup.pin import pin_backed_up
@@ -565,3 +566,30 @@ def restore(source: str, dest: Path, until: str | None, lsn: int | None, databas
                 f"restored {r.database} to LSN {r.applied_lsn} (last record {r.last_time}) from {len(r.used)} backups, "
                 f"{mb:.1f} MB in {res['seconds']:.1f} s ({mb / max(res['seconds'], 1e-6):.1f} MB/s) into {dest}"
             )
+
+
+@main.command()
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="a recovery data directory",
+)
+@click.option("--user", required=True)
+@click.option("--folder", help="this folder only (default: every folder of the account)")
+@click.option("--export", "dest", required=True, type=click.Path(path_type=Path), help="a new directory to write to")
+@click.option("--format", "fmt", type=click.Choice(["mbox", "maildir"]), default="mbox", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def recover(source: Path, user: str, folder: str | None, dest: Path, fmt: str, as_json: bool) -> None:
+    """Export an account (or one folder) from a recovery directory as mbox or Maildir."""
+    try:
+        out = export_account(source, user, dest, fmt, folder)
+    except (ExportError, OSError, sqlite3.Error) as e:
+        fail(f"export failed: {e}")
+    if as_json:
+        click.echo(json.dumps({"folders": out.folders, "bytes": out.bytes, "format": fmt, "path": str(dest)}))
+    else:
+        for name, n in out.folders.items():
+            console.print(f"{name}: {n} messages")
+        console.print(f"written to {dest} ({fmt}, {out.bytes / 1e6:.1f} MB)")

@@ -4,6 +4,8 @@ mail back, while a restore to the end shows it gone."""
 
 from __future__ import annotations
 
+import email
+import mailbox
 import sqlite3
 import time
 from datetime import UTC, datetime
@@ -80,6 +82,30 @@ def test_restore_before_the_damage_brings_the_folder_back(mail_pair, tmp_path):
     assert messages(tmp_path / "before", "user1", "Projects") == projects
     assert messages(tmp_path / "before", "user1", "INBOX") == live_inbox
     assert p.cli("verify", str(tmp_path / "before")).returncode == 0
+    # The recovered folder goes out as mbox and Maildir, which Python's mailbox module reads back.
+    for fmt, opener in (
+        ("mbox", lambda d: mailbox.mbox(d / "Projects.mbox")),
+        ("maildir", lambda d: mailbox.Maildir(d / "Projects")),
+    ):
+        out = tmp_path / f"export-{fmt}"
+        p.cli(
+            "recover",
+            "--from",
+            str(tmp_path / "before"),
+            "--user",
+            "user1",
+            "--folder",
+            "Projects",
+            "--export",
+            str(out),
+            "--format",
+            fmt,
+        )
+        box = opener(out)
+        got = sorted(m.get("Message-ID") for m in box)
+        assert got == sorted(email.message_from_bytes(raw).get("Message-ID") for raw in projects) and len(got) == 5
+        if fmt == "maildir":  # each message as it was, in the local (LF) line ending files use
+            assert sorted(box.get_bytes(k) for k in box.keys()) == sorted(raw.replace(b"\r\n", b"\n") for raw in projects)
 
     # Restore to the end: the damage is there too, as on the live pair.
     p.cli("restore", "--from", str(target), "--to", str(tmp_path / "end"))
