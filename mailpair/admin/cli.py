@@ -33,7 +33,7 @@ from mailpair.backup.export import ExportError, export_account
 from mailpair.backup.manifest import Kind as BackupKind
 from mailpair.backup.manifest import parse_time as parse_backup_time
 from mailpair.backup.pin import pin_backed_up
-from mailpair.backup.restore import RestoreError, restore_all
+from mailpair.backup.restore import RestoreError, restore_all, trial_restore
 from mailpair.backup.take import BackupError, take_backup
 from mailpair.backup.target import TargetError, open_target
 from mailpair.datadir import START_FAILURE, DataDirLocked, lock_data_dir
@@ -507,11 +507,21 @@ def backup_list(to: str, as_json: bool) -> None:
 @backup.command("verify")
 @click.option("--to", "to", required=True, help="the backup target")
 @click.option("--id", "backup_id", help="check this backup only")
+@click.option(
+    "--trial/--no-trial",
+    default=True,
+    show_default=True,
+    help="also restore the newest chain into a scratch directory and verify it",
+)
 @click.option("--json", "as_json", is_flag=True)
-def backup_verify(to: str, backup_id: str | None, as_json: bool) -> None:
+def backup_verify(to: str, backup_id: str | None, trial: bool, as_json: bool) -> None:
     """Check every backup's files (size, SHA-256), log records (CRCs, LSN order), snapshot and
-    chain; exit 0 only when every backup is sound."""
-    checked, problems = backup_catalog.verify(open_target(to), backup_id=backup_id)
+    chain, then restore the newest chain of each database into a scratch directory and verify
+    that; exit 0 only when every backup is sound."""
+    tgt = open_target(to)
+    checked, problems = backup_catalog.verify(tgt, backup_id=backup_id)
+    if trial and not problems and backup_id is None:
+        problems = [p for db in tgt.databases() for p in trial_restore(tgt, db)]
     if as_json:
         click.echo(json.dumps({"checked": checked, "ok": not problems, "problems": problems}))
     else:
