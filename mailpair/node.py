@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mailpair.api.server import start_admin
+from mailpair.backup.schedule import Scheduler
 from mailpair.config import NodeConfig
 from mailpair.datadir import clear_state, lock_data_dir, write_state
 from mailpair.filemodes import private_umask, tighten
@@ -70,6 +71,7 @@ class Node:
         else:
             await self._start_receiver()
         self.servers["admin"] = await start_admin(self, self.config.admin.host, self.config.admin.port)
+        self.servers["backups"] = Scheduler.for_node(self).start()  # idle until DATA/backups.json names a target
         self.write_state()
         self.event("start", f"node {self.config.name} started as {self.role}")
 
@@ -108,7 +110,7 @@ class Node:
 
     async def stop(self) -> None:
         self.event("stop", f"node {self.config.name} stopping")
-        for name in ["imap", "imaps", "lmtp", "smtp", "admin", "replication"]:
+        for name in ["backups", "imap", "imaps", "lmtp", "smtp", "admin", "replication"]:
             server = self.servers.pop(name, None)
             if server is not None:
                 try:
