@@ -33,9 +33,12 @@ class Snapshot:
 
 
 def take_snapshot(db_path: Path, dest: Path) -> Snapshot:
-    """Copy DB_PATH/state.sqlite to DEST (which must not exist) as one consistent version. On any
-    failure DEST is removed, so a partial file is never left looking like a snapshot."""
+    """Copy DB_PATH/state.sqlite to DEST (which must not exist; it is created 0600) as one
+    consistent version. On any failure DEST is removed, so a partial file is never left looking like a snapshot."""
     dest = Path(dest)
+    # created 0600 here, whatever the umask: SQLite keeps an existing file's mode and gives its
+    # journal the same, and the copy holds mail and password hashes
+    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         src = sqlite3.connect(f"file:{Path(db_path) / STATE_FILE}?mode=ro", uri=True)
         dst = sqlite3.connect(dest)
@@ -61,5 +64,5 @@ def snapshot_beside(db_path: Path) -> Snapshot:
     fd, name = tempfile.mkstemp(prefix=".snapshot-", suffix=".sqlite", dir=db_path)
     os.close(fd)
     tmp = Path(name)
-    tmp.unlink()  # the backup writes a fresh file; mkstemp only chose a free name
+    tmp.unlink()  # take_snapshot creates it afresh (mkstemp only chose a free name)
     return take_snapshot(db_path, tmp)

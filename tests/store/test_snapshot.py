@@ -3,6 +3,7 @@ its applied LSN onto it gives exactly the live database."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import uuid
@@ -51,6 +52,14 @@ def test_snapshot_during_writes_replays_to_the_live_state(tmp_path):
 
 
 def test_snapshot_beside_leaves_one_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _one_file(tmp_path)
+    finally:
+        os.umask(old)
+
+
+def _one_file(tmp_path):
     store = open_store(tmp_path)
     db = store.default_database()
     db.commit("account_add", name="alice", hash=FAST_HASH, quota=0)
@@ -59,6 +68,7 @@ def test_snapshot_beside_leaves_one_file(tmp_path):
         assert snap.path.parent == db.path and snap.path.name.startswith(".snapshot-")
         assert snap.applied_lsn == db.applied_lsn
         assert not snap.path.with_name(snap.path.name + "-wal").exists()
+        assert snap.path.stat().st_mode & 0o077 == 0, "a snapshot holds mail: 0600 whatever the umask"
     finally:
         snap.path.unlink()
         store.close()
