@@ -32,7 +32,7 @@ from mailpair.backup import catalog as backup_catalog
 from mailpair.backup.export import ExportError, export_account
 from mailpair.backup.manifest import Kind as BackupKind
 from mailpair.backup.manifest import parse_time as parse_backup_time
-from mailpair.backup.pin import pin_backed_up
+from mailpair.backup.pin import pin_backed_up, unpin
 from mailpair.backup.restore import RestoreError, restore_all, trial_restore
 from mailpair.backup.take import BackupError, take_backup
 from mailpair.backup.target import TargetError, open_target
@@ -543,6 +543,26 @@ def backup_prune(to: str, database: str | None, keep_full, keep_days) -> None:
         raise click.UsageError("give --keep-full N and/or --keep-days D")
     for gone in _prune(to, database, keep_full, keep_days):
         click.echo(f"deleted {gone}")
+
+
+@backup.command("unpin")
+@target_options(with_data=True)
+@click.option("--database", help="this database only")
+def backup_unpin(target: Target, database: str | None) -> None:
+    """Stop backups holding the log (when backups stop for good): remove the backup pin on every
+    node this host reaches. An incremental taken later may find its records truncated and be
+    refused: then take a full."""
+    if target.data is not None:
+        dirs = [target.data]
+    elif target.root is not None:
+        try:
+            dirs = [Path(cfg.data) for _, cfg in pairmod.node_configs(pairmod.load_pair(target.root.resolve()))]
+        except pairmod.PairError as e:
+            fail(str(e))
+    else:
+        raise click.UsageError("give --dir DIR (a pair on this host) or --data DATA")
+    for path in unpin(dirs, database):
+        click.echo(f"removed {path}")
 
 
 @main.command()

@@ -4,7 +4,9 @@ first LSN that no backup holds yet, so its log truncation keeps it (DESIGN.md ru
 Rules this module keeps: the pin is a small file beside the database's own pins
 (store/database.py reads it as the pin named "backup"), written durably and atomically by the
 backup tool, which runs beside the node; it moves only forward, and only for the same database
-(same id). It also says when and where the last backup was taken, for status.
+(same id). It also says when and where the last backup was taken, for status. While it exists
+the log keeps everything after the last backup, so when backups stop for good, `mailpair backup
+unpin` removes it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from mailpair.durable import write_json
+from mailpair.durable import fsync_dir, write_json
 from mailpair.store.database import BACKUP_PIN_FILE
 
 
@@ -47,4 +49,19 @@ def pin_backed_up(data_dirs: list[Path], database: str, manifest: dict[str, Any]
             sort_keys=True,
         )
         out.append(d)
+    return out
+
+
+def unpin(data_dirs: list[Path], database: str | None = None) -> list[Path]:
+    """Stop backups holding the log: remove the backup pin of DATABASE (or every database) in
+    each data directory. Returns the files removed. Truncation then follows the other pins."""
+    out = []
+    for data in data_dirs:
+        root = Path(data) / "databases"
+        for d in sorted(root.iterdir()) if root.is_dir() else []:
+            pin = d / BACKUP_PIN_FILE
+            if (database is None or d.name == database) and pin.exists():
+                pin.unlink()
+                fsync_dir(d)
+                out.append(pin)
     return out

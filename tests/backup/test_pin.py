@@ -60,3 +60,8 @@ def test_a_backup_pins_both_nodes_and_status_shows_its_age(mail_pair, tmp_path):
     backup = st["databases"][0]["last_backup"]
     assert backup["id"] == full["id"] and time.time() - backup["finished_ts"] < 60
     assert all(r["backup"].endswith("s") for r in status_rows(st) if r.get("database") == "mail")
+    # backups stopped for good: unpin lets the logs go again
+    out = p.cli("backup", "unpin", "--dir", str(p.root)).stdout
+    for node in p.info["nodes"]:
+        path = Path(node["data"]) / "databases" / "mail" / BACKUP_PIN_FILE
+        assert str(path) in out and not path.exists()
