@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from mailpair.protocols.imap import fetch as fetchmod
@@ -81,37 +82,61 @@ async def _fetch(s: Session, a: Args, uid: bool) -> bytes:
     cache = s.server.structure_cache(s.db)
     with_modseq = s.condstore and changed_since is not None
 
-    def read(chunk: list) -> asyncio.Future:
-        args = (sel.box_id, chunk, req, uid, with_modseq, changed_since, recent, cache)
-        return asyncio.ensure_future(s.db.read(fetchmod.render, *args))
+    def read(at: int) -> Awaitable[fetchmod.Rendered]:
+        args = (sel.box_id, targets[at : at + batch], req, uid, with_modseq, changed_since, recent, cache)
+        return s.db.read(fetchmod.render, *args)
 
-    chunks = [targets[i : i + batch] for i in range(0, len(targets), batch)]
-    if len(chunks) == 1:  # the common small FETCH: no task, one hop to the reader and back
-        args = (sel.box_id, chunks[0], req, uid, with_modseq, changed_since, recent, cache)
-        data, reported, probs = await s.db.read(fetchmod.render, *args)
-        for u, flags, modseq in reported:
+    # Groups of messages (render stops each at fetchmod.GROUP_BYTES of message data) go out one
+    # after the other. While a group of small messages goes out, the next is rendered on the
+    # reader thread; after a large group, the next is read only once this one has drained, so
+    # a FETCH holds about two groups, whatever the mailbox holds and however slow the client.
+    pos = 0
+    got = await read(0) if targets else None
+    while got is not None:
+        pos += got.done
+        pending: asyncio.Future | None = None
+        if pos < len(targets) and got.nbytes < fetchmod.GROUP_BYTES:
+            pending = asyncio.ensure_future(read(pos))
+        problems += got.problems
+        for u, flags, modseq in got.reported:
             sel.record_flags(u, flags, modseq)
-        s.send(data)
-        chunks = []
-        problems += probs
-    pending = read(chunks[0]) if chunks else None
-    for n in range(len(chunks)):
-        data, reported, probs = await pending
-        # Render the next batch on the reader thread while this one goes out on the socket.
-        pending = read(chunks[n + 1]) if n + 1 < len(chunks) else None
-        problems += probs
-        for u, flags, modseq in reported:
-            sel.record_flags(u, flags, modseq)
-        s.send(data)
-        if pending is not None:
-            try:
-                await s.flush()  # back-pressure between batches; the last one goes out with the reply
-            except BaseException:
+        try:
+            # The last group's small tail goes out with the tagged reply, in one write.
+            await _send_pieces(s, got.pieces, last=pos >= len(targets))
+        except BaseException:
+            if pending is not None:
                 pending.cancel()
-                raise
+            raise
+        if pos >= len(targets):
+            break
+        nxt = pending if pending is not None else read(pos)
+        got = None  # the group just sent goes before the next is read
+        got = await nxt
     if problems:
         raise No(problems[0], b"UNKNOWN-CTE")
     return b"OK FETCH completed"
+
+
+# Large data goes to the transport in slices of this size, each awaited (drain), so the
+# transport's buffer holds about one slice whatever the size of the message.
+_SLICE = 1024 * 1024
+
+
+async def _send_pieces(s: Session, pieces: list[fetchmod.Piece], last: bool) -> None:
+    """Send FETCH responses given in pieces (fetch.Rendered) in order, with back-pressure: a
+    large piece is written straight to the transport in slices (after what the session holds),
+    never joined with anything; small ones are queued with the session's other output."""
+    for piece in pieces:
+        if len(piece) < _SLICE:
+            s.send(piece)
+            continue
+        await s.flush()
+        view = memoryview(piece)
+        for i in range(0, len(view), _SLICE):
+            s.transport.write(s._pack(view[i : i + _SLICE]))
+            await s.transport.drain()
+    if not last:
+        await s.flush()  # back-pressure between groups; the last one goes out with the reply
 
 
 @command("FETCH", SELECTED)

@@ -1,14 +1,24 @@
 """FETCH: parsing the data items a client asks for, and building the responses in bytes.
 
-`render` runs on the database's reader thread with one SQL query per batch of messages, and
-returns whole `* n FETCH (...)` lines, so fetching thousands of messages costs no await per
-message on the event loop.
+`render` runs on the database's reader thread with one SQL query per group of messages, so
+fetching thousands of small messages costs no await per message on the event loop.
+
+Rules kept, so that a FETCH costs memory in proportion to a message, not to the command:
+- a group stops once the message data it read passes `GROUP_BYTES` (a large message is a group
+  of its own), and the caller sends one group before reading past the next;
+- the responses come back as pieces whose concatenation is the wire bytes; a large literal's
+  data is a piece of its own, the bytes read from the store (or a view of them), never joined;
+- a message's bytes are read once; a large one outside the row (the cursor reads one row
+  ahead), and partials of the whole message (BODY[]<a.b>) read just their range from the blob.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import re
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from msgpack import unpackb
@@ -186,6 +196,63 @@ def _cached(cache: StructureCache | None, blob_id: int, kind: int, packed: bytes
     return value
 
 
+# A group of messages read in one reader-thread hop stops once it holds this many bytes of
+# message data: FETCH holds a group (and the next, while this one goes out) at a time, whatever
+# the size of the mailbox.
+GROUP_BYTES = 4 * 1024 * 1024
+# Literal data this large is its own piece, never copied into a joined response.
+SEPARATE_BYTES = 64 * 1024
+
+Piece = bytes | memoryview
+
+
+@dataclass(slots=True)
+class Rendered:
+    """What one `render` call produced. Concatenated, `pieces` are the `* n FETCH` responses; a
+    large literal's data is a piece of its own (the stored bytes themselves, or a memoryview of
+    them), so nothing copies it on the way to the transport."""
+
+    pieces: list[Piece]
+    reported: list[tuple[int, str, int]]  # (uid, flags, modseq) of each response
+    problems: list[str]  # to tell the client (a part that does not exist answers NIL, RFC 9051)
+    done: int  # targets covered; the caller renders targets[done:] in another call
+    nbytes: int  # bytes of message data read from the store
+
+
+class _Out:
+    """Response bytes in pieces: small ones are joined, a large literal's data stays apart."""
+
+    __slots__ = ("pieces", "small")
+
+    def __init__(self) -> None:
+        self.pieces: list[Piece] = []
+        self.small: list[Piece] = []
+
+    def literal(self, data: Piece, binary: bool = False) -> None:
+        self.small.append(wire.literal_header(len(data), binary))
+        if len(data) < SEPARATE_BYTES:
+            self.small.append(data)
+        else:
+            self.close()
+            self.pieces.append(data)
+
+    def close(self) -> None:
+        if self.small:
+            self.pieces.append(b"".join(self.small))
+            self.small.clear()
+
+
+def whole_ranges_only(req: Request) -> bool:
+    """Every item that needs the message's bytes is a partial of the whole message
+    (BODY[]<a.b>, BINARY[]<a.b>), so only those ranges need reading, not the blob."""
+    raw_items = [
+        it for it in req.items if it.name in ("BODY[]", "BINARY", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT")
+    ]
+    return bool(raw_items) and all(
+        it.name in ("BODY[]", "BINARY") and not it.path and not it.spec and it.partial is not None for it in raw_items
+    )
+
+
 def render(
     conn: sqlite3.Connection,
     box_id: int,
@@ -196,91 +263,136 @@ def render(
     changed_since: int | None,
     recent: frozenset[int] = frozenset(),
     cache: StructureCache | None = None,
-) -> tuple[bytes, list[tuple[int, str, int]], list[str]]:
-    """The FETCH responses for targets (sorted by uid), the (uid, flags, modseq) it reported, and
-    problems to tell the client (a part that does not exist answers NIL, per RFC 9051)."""
+    budget: int | None = None,
+) -> Rendered:
+    """The FETCH responses for the first targets (sorted by uid), up to the message that takes
+    the data read past `budget` bytes (at least one message); `done` says how far it got.
+
+    A message's bytes are read once, when the cursor reaches it; partials of the whole message
+    read only their ranges (incremental blob I/O)."""
     if not targets:
-        return b"", [], []
+        return Rendered([], [], [], 0, 0)
+    budget = GROUP_BYTES if budget is None else budget
+    ranges = whole_ranges_only(req)
+    whole = req.needs_raw and not ranges
     # ENVELOPE and BODYSTRUCTURE come from the cache when it has them, so their columns are read
     # as they are (SQLite reads blob columns lazily; unused ones cost little).
     cols = "m.uid, m.flags, m.internal_date_us, m.size, m.modseq, m.blob_id"
     cols += ", b.envelope" if req.needs_env else ", NULL"
     cols += ", b.bodystructure" if req.needs_bs else ", NULL"
-    cols += ", b.raw" if req.needs_raw else ", NULL"
-    join = " JOIN blobs b ON b.id = m.blob_id" if (req.needs_env or req.needs_bs or req.needs_raw) else ""
+    # A large message's bytes are not in the row: the cursor steps one row ahead, so the next
+    # message would be read while this one is still held. They are read when their turn comes.
+    cols += f", CASE WHEN m.size < {SEPARATE_BYTES} THEN b.raw END" if whole else ", NULL"
+    join = " JOIN blobs b ON b.id = m.blob_id" if (req.needs_env or req.needs_bs or whole) else ""
 
-    out: list[bytes] = []
+    out = _Out()
     reported: list[tuple[int, str, int]] = []
     problems: list[str] = []
     msn_of = dict((uid, msn) for msn, uid in targets)
-    lo = targets[0][1]
-    hi = targets[-1][1]
-    conn.execute("BEGIN")
-    try:
+    uids = [t[1] for t in targets]
+    lo = uids[0]
+    hi = uids[-1]
+    nbytes = 0
+    done = len(targets)
+    cursors: list[sqlite3.Cursor] = []
+    add_modseq = with_modseq or any(it.name == "MODSEQ" for it in req.items)
+    add_flags = req.sets_seen and not any(it.name == "FLAGS" for it in req.items)
+
+    def rows():
         if hi - lo + 1 <= 2 * len(targets):
             # Dense: one range scan of the primary key.
-            rows = conn.execute(
+            cur = conn.execute(
                 f"SELECT {cols} FROM messages m{join} WHERE m.mailbox_id=? AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
                 (box_id, lo, hi),
             )
-        else:
-            # Sparse: look up just the wanted UIDs (a range would read every message between).
-            uids = [t[1] for t in targets]
-            rows = []
-            for i in range(0, len(uids), 500):
-                part = uids[i : i + 500]
-                rows += conn.execute(
-                    f"SELECT {cols} FROM messages m{join} WHERE m.mailbox_id=? AND m.uid IN ({','.join('?' * len(part))})"
-                    " ORDER BY m.uid",
-                    (box_id, *part),
-                ).fetchall()
-        for uid, flags, idate, size, modseq, blob_id, env, bs, raw in rows:
+            cursors.append(cur)
+            yield from cur
+            return
+        # Sparse: look up just the wanted UIDs (a range would read every message between).
+        for i in range(0, len(uids), 500):
+            part = uids[i : i + 500]
+            cur = conn.execute(
+                f"SELECT {cols} FROM messages m{join} WHERE m.mailbox_id=? AND m.uid IN ({','.join('?' * len(part))})"
+                " ORDER BY m.uid",
+                (box_id, *part),
+            )
+            cursors.append(cur)
+            yield from cur
+
+    conn.execute("BEGIN")
+    it_rows = rows()
+    try:
+        for uid, flags, idate, size, modseq, blob_id, env, bs, raw in it_rows:
             msn = msn_of.get(uid)
             if msn is None:
                 continue
             if changed_since is not None and modseq <= changed_since:
                 continue
-            parts: list[bytes] = []
+            if whole:
+                if raw is None:
+                    raw = _read_blob(conn, blob_id)
+                nbytes += len(raw)
+            small = out.small
+            small.append(b"* %d FETCH (" % msn)
+            first = True
             if with_uid:
-                parts.append(b"UID %d" % uid)
+                small.append(b"UID %d" % uid)
+                first = False
             for it in req.items:
                 n = it.name
+                if n == "MODSEQ" or (n == "UID" and with_uid):
+                    continue  # MODSEQ is added once below; UID is already there
+                if not first:
+                    small.append(b" ")
+                first = False
                 if n == "UID":
-                    if not with_uid:
-                        parts.append(b"UID %d" % uid)
+                    small.append(b"UID %d" % uid)
                 elif n == "FLAGS":
-                    parts.append(b"FLAGS (" + _flags(flags, uid in recent) + b")")
+                    small.append(b"FLAGS (" + _flags(flags, uid in recent) + b")")
                 elif n == "INTERNALDATE":
-                    parts.append(b"INTERNALDATE " + wire.internal_date(idate))
+                    small.append(b"INTERNALDATE " + wire.internal_date(idate))
                 elif n == "RFC822.SIZE":
-                    parts.append(b"RFC822.SIZE %d" % size)
-                elif n == "MODSEQ":
-                    pass  # added once below
+                    small.append(b"RFC822.SIZE %d" % size)
                 elif n == "ENVELOPE":
-                    parts.append(b"ENVELOPE " + _cached(cache, blob_id, _ENV, env, wire.envelope))
+                    small.append(b"ENVELOPE " + _cached(cache, blob_id, _ENV, env, wire.envelope))
                 elif n == "BODYSTRUCTURE":
-                    parts.append(b"BODYSTRUCTURE " + _cached(cache, blob_id, _BS, bs, wire.body))
+                    small.append(b"BODYSTRUCTURE " + _cached(cache, blob_id, _BS, bs, wire.body))
                 elif n == "BODY":
-                    parts.append(b"BODY " + _cached(cache, blob_id, _BODY, bs, _basic_body))
+                    small.append(b"BODY " + _cached(cache, blob_id, _BODY, bs, _basic_body))
                 elif n == "RFC822":
-                    parts.append(b"RFC822 " + wire.literal(_no_nul(raw)))
+                    small.append(b"RFC822 ")
+                    out.literal(_no_nul(raw))
                 elif n == "RFC822.HEADER":
-                    parts.append(b"RFC822.HEADER " + wire.literal(_no_nul(sections.split(raw).header)))
+                    small.append(b"RFC822.HEADER ")
+                    out.literal(_no_nul(sections.split(raw).header))
                 elif n == "RFC822.TEXT":
-                    parts.append(b"RFC822.TEXT " + wire.literal(_no_nul(sections.split(raw).body)))
+                    small.append(b"RFC822.TEXT ")
+                    out.literal(_no_nul(sections.split(raw).body))
                 elif n in ("EMAILID", "THREADID", "SAVEDATE"):
-                    parts.append(n.encode() + b" NIL")
+                    small.append(n.encode() + b" NIL")
+                elif ranges:
+                    nbytes += _range_item(conn, out, it, blob_id)
                 else:
-                    parts.append(_section_item(it, raw, problems))
-            if with_modseq or any(it.name == "MODSEQ" for it in req.items):
-                parts.append(b"MODSEQ (%d)" % modseq)
-            if req.sets_seen and not any(it.name == "FLAGS" for it in req.items):
-                parts.append(b"FLAGS (" + _flags(flags, uid in recent) + b")")
-            out.append(b"* %d FETCH (" % msn + b" ".join(parts) + b")\r\n")
+                    _section_item(out, it, raw, problems)
+            if add_modseq:
+                out.small.append(b" MODSEQ (%d)" % modseq if not first else b"MODSEQ (%d)" % modseq)
+                first = False
+            if add_flags:
+                fl = b"FLAGS (" + _flags(flags, uid in recent) + b")"
+                out.small.append(fl if first else b" " + fl)
+            out.small.append(b")\r\n")
             reported.append((uid, flags, modseq))
+            raw = None  # let the message's bytes go before the next row is read
+            if nbytes >= budget:  # the group is full: the rest are the next call's
+                done = bisect.bisect_right(uids, uid)
+                break
     finally:
+        it_rows.close()
+        for cur in cursors:
+            cur.close()
         conn.execute("COMMIT")
-    return b"".join(out), reported, problems
+    out.close()
+    return Rendered(out.pieces, reported, problems, done, nbytes)
 
 
 def _basic_body(bs) -> bytes:
@@ -293,25 +405,87 @@ def _flags(flags: str, recent: bool) -> bytes:
     return flags.encode()
 
 
-def _section_item(it: Item, raw: bytes, problems: list[str]) -> bytes:
+def _section_item(out: _Out, it: Item, raw: bytes, problems: list[str]) -> None:
+    small = out.small
     try:
         if it.name == "BODY[]":
             data = sections.section(raw, it.path, it.spec, it.fields)
         else:
             data = sections.binary(raw, it.path)
     except sections.NoSuchPart:
-        return it.label + b" NIL"
+        small.append(it.label + b" NIL")
+        return
     except sections.UnknownEncoding as e:
         problems.append(str(e))
-        return it.label + b" NIL"
+        small.append(it.label + b" NIL")
+        return
     if it.name == "BINARY.SIZE":
-        return it.label + b" %d" % len(data)
-    if it.partial is not None:
-        start, length = it.partial
-        data = data[start : None if length is None else start + length]
+        small.append(it.label + b" %d" % len(data))
+        return
+    small.append(it.label + b" ")
+    if it.partial is None:
+        if it.name == "BINARY":
+            out.literal(data, binary=b"\0" in data)
+        else:
+            out.literal(_no_nul(data))
+        return
+    start, length = it.partial
+    stop = len(data) if length is None else min(len(data), start + length)
+    start = min(start, stop)
+    nul = data.find(b"\0", start, stop) >= 0
+    # A view, not a copy, of a large range; a NUL outside BINARY needs the copy anyway.
+    piece: Piece = memoryview(data)[start:stop] if stop - start >= SEPARATE_BYTES else data[start:stop]
     if it.name == "BINARY":
-        return it.label + b" " + wire.literal(data, binary=b"\0" in data)
-    return it.label + b" " + wire.literal(_no_nul(data))
+        out.literal(piece, binary=nul)
+    else:
+        out.literal(bytes(piece).replace(b"\0", b"\x80") if nul else piece)
+
+
+# The page cache a large read may fill on the reader's connection, in KiB.
+_READ_CACHE_KIB = 1024
+
+
+@contextlib.contextmanager
+def _blob(conn: sqlite3.Connection, blob_id: int) -> Iterator[sqlite3.Blob]:
+    """A stored message's bytes, opened for incremental reading, with the connection's page
+    cache held small meanwhile: the pages a large message is read through would otherwise stay
+    cached (the store's connections keep up to 64 MiB each), which is as much memory again as
+    the messages read, up to that size. The usual size is back once the read is done; what it
+    evicted (a few hot index pages) is read again from the file system's cache."""
+    (size,) = conn.execute("PRAGMA cache_size").fetchone()
+    conn.execute(f"PRAGMA cache_size=-{_READ_CACHE_KIB}")
+    try:
+        with conn.blobopen("blobs", "raw", blob_id, readonly=True) as blob:
+            yield blob
+    finally:
+        conn.execute(f"PRAGMA cache_size={int(size)}")
+
+
+def _read_blob(conn: sqlite3.Connection, blob_id: int) -> bytes:
+    """A stored message's bytes, read straight into one bytes object (a SELECT would hold
+    another copy in SQLite until the statement is reset)."""
+    with _blob(conn, blob_id) as blob:
+        return blob.read()
+
+
+def _range_item(conn: sqlite3.Connection, out: _Out, it: Item, blob_id: int) -> int:
+    """BODY[]<a.b> or BINARY[]<a.b> read from the stored blob, just the range; the bytes read."""
+    assert it.partial is not None
+    start, length = it.partial
+    with _blob(conn, blob_id) as blob:
+        total = len(blob)
+        stop = total if length is None else min(total, start + length)
+        if start >= stop:
+            data = b""
+        else:
+            blob.seek(start)
+            data = blob.read(stop - start)
+    out.small.append(it.label + b" ")
+    if it.name == "BINARY":
+        out.literal(data, binary=b"\0" in data)
+    else:
+        out.literal(_no_nul(data))
+    return len(data)
 
 
 def _no_nul(data: bytes) -> bytes:

@@ -33,8 +33,15 @@ def astring(b: bytes, utf8: bool = False) -> bytes:
     return string(b, utf8)
 
 
+def literal_header(n: int, binary: bool = False) -> bytes:
+    """What goes before n bytes of literal data: {n} CRLF, or ~{n} CRLF for a literal8. A large
+    literal is sent as this and its data in two writes, so the data is never copied to join them."""
+    return (b"~{%d}\r\n" if binary else b"{%d}\r\n") % n
+
+
 def literal(b: bytes, binary: bool = False) -> bytes:
-    return (b"~{%d}\r\n" if binary else b"{%d}\r\n") % len(b) + b
+    """A small literal in one piece (header and data joined)."""
+    return literal_header(len(b), binary) + b
 
 
 def value(v) -> bytes:

@@ -1,0 +1,188 @@
+"""FETCH costs memory per message, not per command (issue 11), and says the same bytes as before.
+
+- A transcript of many FETCH forms over a mixed mailbox (small and large messages, multipart,
+  a NUL byte, partials inside and past the end) is byte for byte the one the code before the
+  streaming FETCH gave (its digest is pinned), and the same whatever the group and piece sizes.
+- Through a real node and a real client (imaplib): `UID FETCH 1:* (BODY.PEEK[])` over eight 8 MiB
+  messages raises the node's peak resident set by a few times one message, not by the sum; and a
+  client that stops reading mid-FETCH leaves the node holding a message or two, not the mailbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import imaplib
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from mailpair import mailmix
+from mailpair.protocols.imap import cmd_message
+from mailpair.protocols.imap import fetch as fetchmod
+from mailpair.store import prepare_message
+from tests.imap.conftest import close_memory_host, make_memory_host
+
+KiB = 1024
+MiB = 1024 * KiB
+
+# sha256 of transcript() as the code before the streaming FETCH rendered it (commit 0604f79).
+PINNED = "3d512da359d91bb7924504d1bfb8a9be27b55f9fc650fd5daedca4d595167664"
+
+_FORMS = [
+    b"FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)",
+    b"FETCH 1:* ALL",
+    b"FETCH 1:* FULL",
+    b"FETCH 1:* (BODYSTRUCTURE ENVELOPE)",
+    b"UID FETCH 1:* (BODY.PEEK[])",
+    b"UID FETCH 1:* (BODY.PEEK[]<1000.5000000>)",
+    b"UID FETCH 1:* (BODY.PEEK[]<0.100> BODY.PEEK[]<70000> FLAGS)",
+    b"UID FETCH 1:* (BODY.PEEK[]<99999999.10>)",
+    b"UID FETCH 1:* (BINARY.PEEK[]<10.200000>)",
+    b"UID FETCH 1:* (BODY.PEEK[2] BINARY.PEEK[2] BODYSTRUCTURE)",
+    b"UID FETCH 1:* (BODY.PEEK[1] BODY.PEEK[1.MIME] BINARY.SIZE[2] BINARY.SIZE[1])",
+    b"UID FETCH 1:* (BODY.PEEK[2]<10.70000> BINARY.PEEK[2]<5.300000> BINARY.PEEK[1]<0.5>)",
+    b"UID FETCH 1:* (BODY.PEEK[HEADER] BODY.PEEK[TEXT]<3.100> BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])",
+    b"UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)] BODY.PEEK[9] BODY.PEEK[1.2.3])",
+    b"UID FETCH 1:* (RFC822.HEADER RFC822.SIZE UID)",
+    b"UID FETCH 2,4,7 (RFC822.TEXT MODSEQ)",
+    b"UID FETCH 1,3,8 (BODY.PEEK[] UID)",
+    b"FETCH 2:5 (RFC822)",
+    b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1)",
+    b"FETCH 3 (BODY[])",
+    b"FETCH 1:* (BODY[TEXT]<0.50>)",
+]
+
+
+def _mailbox() -> list[bytes]:
+    """Small and large, single and multipart, one with a NUL in its text, one at 64 KiB."""
+    nul = (
+        b"From: a@example.org\r\nTo: b@example.org\r\nSubject: nul\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\n"
+        b"a NUL \x00 here\r\n" + b"x" * 100 + b"\r\n"
+    )
+    sizes = [700, 3 * KiB, 64 * KiB, 200 * KiB, 1 * MiB + 17, 5 * MiB + 3, 40 * KiB]
+    msgs = [mailmix.message(n, seed=i) for i, n in enumerate(sizes)]
+    return msgs[:3] + [nul] + msgs[3:]
+
+
+def transcript(tmp: Path) -> bytes:
+    """Every form of _FORMS over _mailbox() through a whole session, timings taken out."""
+    m = make_memory_host(tmp)
+    try:
+        m.add_user("alice")
+        for i, raw in enumerate(_mailbox()):
+            prepared = prepare_message(raw)
+            date = 1_790_000_000_000_000 + i * 1_000_000  # fixed INTERNALDATEs
+            m.db.commit("deliver", recipients=[("alice", None)], date=date, flags=[], **prepared)
+        out: list[bytes] = []
+
+        async def session() -> None:
+            c = m.client()
+            await c.login()
+            await c.cmd(b"S SELECT INBOX")
+            for n, form in enumerate(_FORMS):
+                tag = b"F%d" % n
+                c.t.send(tag + b" " + form + b"\r\n")
+                got = await c.t.wait_for(tag + b" ")
+                out.append(re.sub(rb" \(\d+\.\d+ secs\)", b"", got))
+            await c.close()
+
+        m.run(session(), timeout=120)
+        return b"".join(out)
+    finally:
+        close_memory_host(m)
+
+
+def digest(tmp: Path) -> str:
+    return hashlib.sha256(transcript(tmp)).hexdigest()
+
+
+def test_fetch_says_what_it_said_before(tmp_path):
+    assert digest(tmp_path / "a") == PINNED
+
+
+def test_fetch_is_the_same_in_any_group_and_piece_size(tmp_path, monkeypatch):
+    whole = transcript(tmp_path / "a")
+    monkeypatch.setattr(fetchmod, "GROUP_BYTES", 1)  # each message a group of its own
+    monkeypatch.setattr(fetchmod, "SEPARATE_BYTES", 1)  # every literal's data a piece
+    monkeypatch.setattr(cmd_message, "_SLICE", 1000)  # and written in slices
+    assert transcript(tmp_path / "b") == whole
+
+
+# ---------------------------------------------------------------------------- a real node
+def _status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _reset_peak(pid: int) -> float:
+    """Reset the process's peak resident set to what it holds now (Linux); that, in bytes."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return _status_kib(pid, "VmRSS") * KiB
+
+
+def _peak_growth(pid: int, base: float) -> float:
+    return _status_kib(pid, "VmHWM") * KiB - base
+
+
+def _line(sock: socket.socket, buf: bytearray, tag: bytes) -> None:
+    """Read until the tagged reply to tag has arrived (small replies only)."""
+    while not re.search(rb"(^|\r\n)" + re.escape(tag) + rb" [^\r]*\r\n", bytes(buf)):
+        data = sock.recv(65536)
+        assert data, bytes(buf[-200:])
+        buf += data
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak RSS")
+def test_fetch_of_large_messages_costs_a_few_messages_not_the_mailbox(tmp_path):
+    from tests.helpers.pair import active, pair_down, pair_up
+
+    size, count = 8 * MiB, 8
+    info = pair_up(tmp_path / "pair", users=1)
+    try:
+        node = active(info)
+        pid, user = node["pid"], info["users"][0]
+        c = imaplib.IMAP4("127.0.0.1", node["imap"], timeout=120)
+        c.login(user["name"], user["password"])
+        sent = [mailmix.message(size, seed=i) for i in range(count)]
+        assert c.create("Big")[0] == "OK"
+        for raw in sent:
+            assert c.append("Big", None, None, raw)[0] == "OK"
+        c.select("Big", readonly=True)
+
+        # A whole mailbox fetched by a client that reads as fast as it can.
+        base = _reset_peak(pid)
+        typ, data = c.uid("FETCH", "1:*", "(BODY.PEEK[])")
+        grew = _peak_growth(pid, base)
+        assert typ == "OK"
+        assert [x[1] for x in data if isinstance(x, tuple)] == sent
+        del data
+        print(f"whole FETCH: +{grew / MiB:.1f} MiB")
+        assert grew < 3 * size, f"FETCH raised the node's peak by {grew / MiB:.1f} MiB for {count} x {size // MiB} MiB"
+
+        # A client that stops reading mid-FETCH: the node waits for it, holding a message or two.
+        s = socket.create_connection(("127.0.0.1", node["imap"]), timeout=30)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
+        buf = bytearray()
+        s.sendall(b"a LOGIN " + user["name"].encode() + b" " + user["password"].encode() + b"\r\n")
+        _line(s, buf, b"a")
+        s.sendall(b"b EXAMINE Big\r\n")
+        _line(s, buf, b"b")
+        base = _reset_peak(pid)
+        s.sendall(b"c UID FETCH 1:* (BODY.PEEK[])\r\n")
+        got = 0
+        while got < 2 * MiB:
+            got += len(s.recv(65536))
+        time.sleep(3)  # long enough for a server that buffers to render the whole mailbox
+        grew = _peak_growth(pid, base)
+        s.close()
+        print(f"stalled FETCH: +{grew / MiB:.1f} MiB")
+        assert grew < 3 * size, f"a stalled FETCH raised the node's peak by {grew / MiB:.1f} MiB"
+        assert c.noop()[0] == "OK"  # the node serves on
+        c.logout()
+    finally:
+        pair_down(tmp_path / "pair")
