@@ -364,10 +364,10 @@ def render(
                     out.literal(_no_nul(raw))
                 elif n == "RFC822.HEADER":
                     small.append(b"RFC822.HEADER ")
-                    out.literal(_no_nul(sections.split(raw).header))
+                    _literal(out, *sections.section_window(raw, [], "HEADER", []))
                 elif n == "RFC822.TEXT":
                     small.append(b"RFC822.TEXT ")
-                    out.literal(_no_nul(sections.split(raw).body))
+                    _literal(out, *sections.section_window(raw, [], "TEXT", []))
                 elif n in ("EMAILID", "THREADID", "SAVEDATE"):
                     small.append(n.encode() + b" NIL")
                 elif ranges:
@@ -409,9 +409,9 @@ def _section_item(out: _Out, it: Item, raw: bytes, problems: list[str]) -> None:
     small = out.small
     try:
         if it.name == "BODY[]":
-            data = sections.section(raw, it.path, it.spec, it.fields)
+            buf, start, stop = sections.section_window(raw, it.path, it.spec, it.fields)
         else:
-            data = sections.binary(raw, it.path)
+            buf, start, stop = sections.binary_window(raw, it.path)
     except sections.NoSuchPart:
         small.append(it.label + b" NIL")
         return
@@ -420,22 +420,29 @@ def _section_item(out: _Out, it: Item, raw: bytes, problems: list[str]) -> None:
         small.append(it.label + b" NIL")
         return
     if it.name == "BINARY.SIZE":
-        small.append(it.label + b" %d" % len(data))
+        small.append(it.label + b" %d" % (stop - start))
         return
     small.append(it.label + b" ")
-    if it.partial is None:
-        if it.name == "BINARY":
-            out.literal(data, binary=b"\0" in data)
-        else:
-            out.literal(_no_nul(data))
-        return
-    start, length = it.partial
-    stop = len(data) if length is None else min(len(data), start + length)
-    start = min(start, stop)
-    nul = data.find(b"\0", start, stop) >= 0
-    # A view, not a copy, of a large range; a NUL outside BINARY needs the copy anyway.
-    piece: Piece = memoryview(data)[start:stop] if stop - start >= SEPARATE_BYTES else data[start:stop]
-    if it.name == "BINARY":
+    if it.partial is not None:
+        first, length = it.partial
+        if length is not None:
+            stop = min(stop, start + first + length)
+        start = min(start + first, stop)
+    _literal(out, buf, start, stop, binary=it.name == "BINARY")
+
+
+def _literal(out: _Out, buf: bytes, start: int, stop: int, binary: bool = False) -> None:
+    """buf[start:stop] as a literal: a view of a large stretch, a copy of a small one (or of
+    any that holds a NUL outside BINARY, which becomes 0x80 as _no_nul says); literal8 for
+    BINARY data that holds a NUL."""
+    nul = buf.find(b"\0", start, stop) >= 0
+    if start == 0 and stop == len(buf):
+        piece: Piece = buf
+    elif stop - start >= SEPARATE_BYTES:
+        piece = memoryview(buf)[start:stop]
+    else:
+        piece = buf[start:stop]
+    if binary:
         out.literal(piece, binary=nul)
     else:
         out.literal(bytes(piece).replace(b"\0", b"\x80") if nul else piece)
