@@ -4,7 +4,8 @@
   cleaned-copy decoder did, on fuzzed inputs.
 - A transcript of many FETCH forms over a mixed mailbox (small and large messages, multipart,
   a NUL byte, partials inside and past the end) is byte for byte the one the code before the
-  streaming FETCH gave (its digest is pinned), and the same whatever the group and piece sizes.
+  streaming FETCH gave (its digest is pinned), and the same whatever the group and piece sizes;
+  under COMPRESS=DEFLATE too.
 - Through a real node and a real client (imaplib): `UID FETCH 1:* (BODY.PEEK[])` over eight 8 MiB
   messages raises the node's peak resident set by a few times one message, not by the sum; and a
   client that stops reading mid-FETCH leaves the node holding a message or two, not the mailbox.
@@ -20,6 +21,7 @@ import random
 import re
 import socket
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,7 @@ from mailpair.mime.parts import multipart_spans
 from mailpair.protocols.imap import cmd_message, sections
 from mailpair.protocols.imap import fetch as fetchmod
 from mailpair.store import prepare_message
-from tests.imap.conftest import close_memory_host, make_memory_host
+from tests.imap.conftest import PASSWORD, close_memory_host, make_memory_host
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -138,6 +140,37 @@ def test_fetch_is_the_same_in_any_group_and_piece_size(tmp_path, monkeypatch):
     monkeypatch.setattr(fetchmod, "SEPARATE_BYTES", 1)  # every literal's data a piece
     monkeypatch.setattr(cmd_message, "_SLICE", 1000)  # and written in slices
     assert transcript(tmp_path / "b") == whole
+
+
+def test_large_fetch_under_compress_deflate(imap):
+    """The slices a large literal goes out in are each compressed (a sync flush apiece): the
+    client inflates what the messages were."""
+    msgs = [mailmix.message(3 * MiB + 5, seed=1), mailmix.message(2000, seed=2), mailmix.message(2 * MiB, seed=3)]
+    for raw in msgs:
+        imap.deliver("alice", raw)
+    s = socket.create_connection(("127.0.0.1", imap.port), timeout=30)
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b"a LOGIN alice " + PASSWORD.encode() + b"\r\n")
+    while not f.readline().startswith(b"a OK"):
+        pass
+    s.sendall(b"b COMPRESS DEFLATE\r\n")
+    assert f.readline().startswith(b"b OK")
+    comp, decomp = zlib.compressobj(6, zlib.DEFLATED, -15), zlib.decompressobj(-15)
+    s.sendall(
+        comp.compress(b"c EXAMINE INBOX\r\nd FETCH 1:* (BODY.PEEK[] BODY.PEEK[]<100.3000000>)\r\n")
+        + comp.flush(zlib.Z_SYNC_FLUSH)
+    )
+    got = b""
+    while not re.search(rb"\r\nd OK", got):
+        data = s.recv(1 << 20)
+        assert data
+        got += decomp.decompress(data)
+    s.close()
+    for n, raw in enumerate(msgs, 1):
+        part = raw[100:3000100]
+        head = b"* %d FETCH (BODY[] {%d}\r\n" % (n, len(raw))
+        assert head + raw + b" BODY[]<100> {%d}\r\n" % len(part) + part + b")\r\n" in got
 
 
 # ---------------------------------------------------------------------------- sections without copies
