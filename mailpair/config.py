@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mailpair.durable import write_json
 
@@ -50,6 +51,9 @@ class NodeConfig:
     tls_key: str | None = None
     lmtp_socket: str | None = None  # LMTP also listens on this Unix socket path (for a local MTA)
     analysis_workers: int | None = None  # helper processes analysing incoming mail; None: one per core beyond two
+    # Overrides of the LMTP/SMTP listeners' limits and timeouts (DeliverySettings' names), e.g.
+    # {"max_connections_per_address": 100, "idle_timeout": 60}; unknown names are refused at start.
+    delivery: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A message of the size limit is one log record, and a record never spans segments:
