@@ -32,6 +32,9 @@ from mailpair.store import NodeStore, hash_password, prepare_message
 
 DOMAIN = "example.test"
 NODE_NAMES = ("node1", "node2")
+# A node's log of each earlier run is kept as node.log.1 (the last) .. node.log.N (the oldest), so
+# the run before a crash can be read after a restart or two; older ones are removed.
+KEPT_LOGS = 5
 
 
 class PairError(Exception):
@@ -165,13 +168,24 @@ def load_pair(root: Path) -> dict[str, Any]:
     return pair
 
 
+def rotate_logs(log: Path, keep: int) -> None:
+    """log -> log.1 -> log.2 ... -> log.<keep>; what would become log.<keep+1> is removed."""
+    if not log.exists():
+        return
+    log.with_name(f"{log.name}.{keep}").unlink(missing_ok=True)
+    for k in range(keep - 1, 0, -1):
+        older = log.with_name(f"{log.name}.{k}")
+        if older.exists():
+            os.replace(older, log.with_name(f"{log.name}.{k + 1}"))
+    os.replace(log, log.with_name(f"{log.name}.1"))
+
+
 def start_node(config_path: Path, cfg: NodeConfig) -> int:
     state = read_state(Path(cfg.data))
     if state and _pid_alive(state["pid"], config_path):
         return state["pid"]
     log = Path(cfg.data) / "node.log"
-    if log.exists():  # keep the previous run's log beside, so this run's errors are read alone
-        os.replace(log, log.with_name("node.log.1"))
+    rotate_logs(log, KEPT_LOGS)  # this run's errors are read alone, earlier runs' kept beside
     logf = open(log, "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailpair", "node", "run", "--config", str(config_path)],
