@@ -41,7 +41,7 @@ def node_certificate(config: NodeConfig) -> tuple[str | None, str | None]:
 DELIVERY_TUNABLE = (
     "max_recipients", "max_connections", "max_connections_per_address", "max_line_length", "idle_timeout",
     "command_timeout", "data_timeout", "min_data_rate", "data_rate_grace", "recipient_delimiter",
-    "shutdown_grace", "hostname", "extra_domains",
+    "shutdown_grace", "hostname", "extra_domains", "detail_into_special_use",
 )  # fmt: skip
 
 
@@ -62,8 +62,9 @@ def available_listeners(config: NodeConfig) -> list[tuple[str, Callable, Any]]:
 
     cert, key = node_certificate(config)
     tuned = delivery_overrides(config)
-    if "extra_domains" in tuned:
-        tuned["extra_domains"] = tuple(tuned["extra_domains"])
+    for name in ("extra_domains", "detail_into_special_use"):
+        if name in tuned:
+            tuned[name] = tuple(tuned[name])
     listeners: list[tuple[str, Callable, type, Any, dict[str, Any]]] = [
         ("lmtp", start_lmtp, DeliverySettings, config.lmtp, {"unix_socket": config.lmtp_socket, **tuned}),
         ("smtp", start_smtp, DeliverySettings, config.smtp, tuned),

@@ -39,6 +39,9 @@ class DeliverySettings:
     min_data_rate: int = 1024
     data_rate_grace: float = 15.0
     recipient_delimiter: str = "+"
+    # Accounts whose +detail may name a special-use folder (Sent, Drafts, Trash, Junk...); for
+    # everyone else such a message goes to INBOX (recipients.py says why).
+    detail_into_special_use: tuple[str, ...] = ()
     unix_socket: str | None = None  # LMTP only: also listen on this path
     unix_socket_mode: int = 0o660
     tls_cert: str | None = None  # SMTP STARTTLS; a self-signed pair is made when both are None
