@@ -28,6 +28,7 @@ from mailpair.config import Listen, NodeConfig
 from mailpair.datadir import START_FAILURE, read_state
 from mailpair.durable import write_json
 from mailpair.ports import free_port
+from mailpair.replication.tls import issue_node_certificate
 from mailpair.store import NodeStore, hash_password, prepare_message
 
 DOMAIN = "example.test"
@@ -125,6 +126,7 @@ def create_pair(root: Path, users: int, password: str, mode: str) -> dict[str, A
             mode=mode,
         )
         cfg.save(data / "node.json")
+    make_certificates(root, node_names)
     accounts = [{"name": f"user{k}", "password": password} for k in range(1, users + 1)]
     store = NodeStore(root / NODE_NAMES[0]).open()
     try:
@@ -152,6 +154,16 @@ def create_pair(root: Path, users: int, password: str, mode: str) -> dict[str, A
     }
     write_json(root / "pair.json", pair, indent=2)  # 0600: it holds the admin token
     return pair
+
+
+def make_certificates(root: Path, node_names: list[str]) -> None:
+    """The pair's replication authority in DIR/ca and each node's certificate in DATA/tls, for
+    the nodes that use the default files; kept when they exist (a pair made before them gets them
+    at its next `pair up`)."""
+    for name in node_names:
+        cfg = NodeConfig.load(root / name / "node.json")
+        if cfg.replication_transport == "tls" and not (cfg.replication_cert or cfg.replication_key or cfg.replication_ca):
+            issue_node_certificate(root / "ca", Path(cfg.data) / "tls", name)
 
 
 def load_pair(root: Path) -> dict[str, Any]:
@@ -233,6 +245,7 @@ def wait_ready(pair: dict[str, Any], timeout: float = 90.0, want_healthy: bool =
 def pair_up(root: Path, users: int = 3, password: str = "mailpair", mode: str = "async") -> dict[str, Any]:
     root = root.resolve()
     pair = load_pair(root) if (root / "pair.json").exists() else create_pair(root, users, password, mode)
+    make_certificates(Path(pair["dir"]), pair["node_names"])
     for path, cfg in node_configs(pair):
         start_node(path, cfg)
     wait_ready(pair)

@@ -56,7 +56,9 @@ async function refresh() {
   for (const db of p.databases) for (const c of db.copies) {
     const row = ct.insertRow();
     cell(row, db.name); cell(row, c.node); cell(row, c.status, c.status); cell(row, c.copy_queue);
-    cell(row, c.replay_queue); cell(row, c.stored_lsn); cell(row, c.replayed_lsn); cell(row, c.reason);
+    cell(row, c.replay_queue); cell(row, c.stored_lsn); cell(row, c.replayed_lsn);
+    // replication over TLS, or plain (not encrypted) because the operator asked for it
+    cell(row, c.transport, c.transport === 'plain' ? 'no' : ''); cell(row, c.reason);
     const td = row.insertCell();
     const passive = p.nodes.find(n => n.name === c.node && n.role === 'passive');
     if (passive) {
