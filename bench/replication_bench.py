@@ -45,6 +45,7 @@ from mailpair import mailmix
 from mailpair.config import Listen, NodeConfig
 from mailpair.ports import free_port
 from mailpair.replication import ReplicationSettings, start_shipper
+from mailpair.replication.tls import issue_node_certificate
 from mailpair.store import NodeStore, prepare_message
 
 SECRET = "bench-secret"
@@ -66,6 +67,7 @@ class Passive:
     def __init__(self, root: Path, repl_port: int):
         self.data = root / "node2"
         self.data.mkdir(parents=True)
+        issue_node_certificate(root / "ca", self.data / "tls", "node2")  # replication runs over TLS, as in a pair
         self.admin = free_port()
         cfg = NodeConfig(
             name="node2",
@@ -161,8 +163,13 @@ async def run(root: Path, quick: bool) -> dict:
     port = free_port()
     counter = [0]
 
+    cert, key, ca = issue_node_certificate(root / "ca", root / "node1" / "tls", "node1")
+
     def settings(mode: str) -> ReplicationSettings:
-        return ReplicationSettings(secret=SECRET.encode(), port=port, mode=mode, node="node1", sync_fallback_s=10.0)
+        return ReplicationSettings(
+            secret=SECRET.encode(), port=port, mode=mode, node="node1", sync_fallback_s=10.0,
+            tls_cert=str(cert), tls_key=str(key), tls_ca=str(ca),
+        )  # fmt: skip
 
     shipper = await start_shipper(store, settings("async"))
     passive = Passive(root, port)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mailpair.durable import write_json
 
@@ -50,8 +51,20 @@ class NodeConfig:
     tls_key: str | None = None
     lmtp_socket: str | None = None  # LMTP also listens on this Unix socket path (for a local MTA)
     analysis_workers: int | None = None  # helper processes analysing incoming mail; None: one per core beyond two
+    # Overrides of the LMTP/SMTP listeners' limits and timeouts (DeliverySettings' names), e.g.
+    # {"max_connections_per_address": 100, "idle_timeout": 60}; unknown names are refused at start.
+    delivery: dict[str, Any] = field(default_factory=dict)
+    # Replication runs over mutual TLS with certificates of the pair's own authority (made by
+    # `pair up` in DATA/tls, or these files an operator supplies). "plain" only on request, for a
+    # trusted link; status then says "transport": "plain" for the copy.
+    replication_transport: str = "tls"
+    replication_cert: str | None = None  # None: DATA/tls/replication-cert.pem
+    replication_key: str | None = None  # None: DATA/tls/replication-key.pem
+    replication_ca: str | None = None  # None: DATA/tls/replication-ca.pem (the only authority trusted)
 
     def __post_init__(self) -> None:
+        if self.replication_transport not in ("tls", "plain"):
+            raise ValueError(f'replication_transport must be "tls" or "plain", not {self.replication_transport!r}')
         # A message of the size limit is one log record, and a record never spans segments:
         # refuse at once a configuration whose largest message could never be stored.
         if self.segment_size > MAX_SEGMENT_SIZE:
@@ -66,6 +79,15 @@ class NodeConfig:
                 f"make segment_size at least {room} (the limit plus {ANALYSIS_ROOM} for its analysis) "
                 f"or max_message_bytes at most {self.segment_size - ANALYSIS_ROOM}"
             )
+
+    def replication_tls_files(self) -> tuple[str, str, str]:
+        """(cert, key, CA) of this node's replication TLS: the configured ones, else DATA/tls's."""
+        tls = Path(self.data) / "tls"
+        return (
+            self.replication_cert or str(tls / "replication-cert.pem"),
+            self.replication_key or str(tls / "replication-key.pem"),
+            self.replication_ca or str(tls / "replication-ca.pem"),
+        )
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:

@@ -91,7 +91,12 @@ class Node:
     def replication_settings(self) -> ReplicationSettings:
         c = self.config
         peer = c.peer_replication
+        cert, key, ca = c.replication_tls_files()
         return ReplicationSettings(
+            transport=c.replication_transport,
+            tls_cert=cert,
+            tls_key=key,
+            tls_ca=ca,
             secret=c.secret.encode(),
             host=c.replication.host,
             port=c.replication.port,

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -27,10 +28,14 @@ from mailpair.config import Listen, NodeConfig
 from mailpair.datadir import START_FAILURE, read_state
 from mailpair.durable import write_json
 from mailpair.ports import free_port
+from mailpair.replication.tls import issue_node_certificate
 from mailpair.store import NodeStore, hash_password, prepare_message
 
 DOMAIN = "example.test"
 NODE_NAMES = ("node1", "node2")
+# A node's log of each earlier run is kept as node.log.1 (the last) .. node.log.N (the oldest), so
+# the run before a crash can be read after a restart or two; older ones are removed.
+KEPT_LOGS = 5
 
 
 class PairError(Exception):
@@ -121,12 +126,17 @@ def create_pair(root: Path, users: int, password: str, mode: str) -> dict[str, A
             mode=mode,
         )
         cfg.save(data / "node.json")
+    make_certificates(root, node_names)
     accounts = [{"name": f"user{k}", "password": password} for k in range(1, users + 1)]
     store = NodeStore(root / NODE_NAMES[0]).open()
     try:
         db = store.default_database()
-        hashed = hash_password(password)  # one hash for all sample accounts: they share the password
-        for acct in accounts:
+        # A hash (and salt) of its own for each account, though they share the password: with one
+        # for all, anyone who reads the hashes sees they are equal, and one cracked is all cracked.
+        # scrypt runs outside the GIL, so a few threads make many accounts quicker.
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            hashes = list(pool.map(lambda _acct: hash_password(password), accounts))
+        for acct, hashed in zip(accounts, hashes, strict=True):
             db.commit("account_add", name=acct["name"], hash=hashed, quota=0)
             for raw in sample_messages(acct["name"], DOMAIN):
                 db.commit("deliver", recipients=[(acct["name"], None)], date=time.time_ns() // 1000, **prepare_message(raw))
@@ -146,6 +156,16 @@ def create_pair(root: Path, users: int, password: str, mode: str) -> dict[str, A
     return pair
 
 
+def make_certificates(root: Path, node_names: list[str]) -> None:
+    """The pair's replication authority in DIR/ca and each node's certificate in DATA/tls, for
+    the nodes that use the default files; kept when they exist (a pair made before them gets them
+    at its next `pair up`)."""
+    for name in node_names:
+        cfg = NodeConfig.load(root / name / "node.json")
+        if cfg.replication_transport == "tls" and not (cfg.replication_cert or cfg.replication_key or cfg.replication_ca):
+            issue_node_certificate(root / "ca", Path(cfg.data) / "tls", name)
+
+
 def load_pair(root: Path) -> dict[str, Any]:
     try:
         pair = json.loads((root / "pair.json").read_text())
@@ -160,13 +180,24 @@ def load_pair(root: Path) -> dict[str, Any]:
     return pair
 
 
+def rotate_logs(log: Path, keep: int) -> None:
+    """log -> log.1 -> log.2 ... -> log.<keep>; what would become log.<keep+1> is removed."""
+    if not log.exists():
+        return
+    log.with_name(f"{log.name}.{keep}").unlink(missing_ok=True)
+    for k in range(keep - 1, 0, -1):
+        older = log.with_name(f"{log.name}.{k}")
+        if older.exists():
+            os.replace(older, log.with_name(f"{log.name}.{k + 1}"))
+    os.replace(log, log.with_name(f"{log.name}.1"))
+
+
 def start_node(config_path: Path, cfg: NodeConfig) -> int:
     state = read_state(Path(cfg.data))
     if state and _pid_alive(state["pid"], config_path):
         return state["pid"]
     log = Path(cfg.data) / "node.log"
-    if log.exists():  # keep the previous run's log beside, so this run's errors are read alone
-        os.replace(log, log.with_name("node.log.1"))
+    rotate_logs(log, KEPT_LOGS)  # this run's errors are read alone, earlier runs' kept beside
     logf = open(log, "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailpair", "node", "run", "--config", str(config_path)],
@@ -214,6 +245,7 @@ def wait_ready(pair: dict[str, Any], timeout: float = 90.0, want_healthy: bool =
 def pair_up(root: Path, users: int = 3, password: str = "mailpair", mode: str = "async") -> dict[str, Any]:
     root = root.resolve()
     pair = load_pair(root) if (root / "pair.json").exists() else create_pair(root, users, password, mode)
+    make_certificates(Path(pair["dir"]), pair["node_names"])
     for path, cfg in node_configs(pair):
         start_node(path, cfg)
     wait_ready(pair)

@@ -87,5 +87,11 @@ OPENAPI = {
             ),
         },
         "/api/databases/{name}/copy/{action}": {"post": _op("Suspend, resume or reseed a copy", params=[_NAME, _ACTION])},
+        "/api/nodes/{node}/databases/{name}/copy/{action}": {
+            "post": _op(
+                "Suspend, resume or reseed the copy on this node or its peer (relayed to the peer)",
+                params=[{"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}, _NAME, _ACTION],
+            )
+        },
     },
 }

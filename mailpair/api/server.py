@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
@@ -71,7 +72,11 @@ def build_app(node) -> web.Application:
     async def auth(request: web.Request, handler):
         if request.path not in OPEN_PATHS and not request.path.startswith("/static/"):
             given = request.headers.get("Authorization", "")
-            if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            try:
+                given_bytes = given.encode()
+            except UnicodeEncodeError:  # aiohttp keeps undecodable bytes as surrogates
+                return _error(400, "the Authorization header is not valid UTF-8")
+            if not token or not hmac.compare_digest(given_bytes, f"Bearer {token}".encode()):
                 return _error(401, "missing or wrong admin token")
         try:
             return await handler(request)
@@ -151,6 +156,10 @@ def build_app(node) -> web.Application:
             raise web.HTTPBadRequest(
                 text=json.dumps({"error": "body must be a JSON object"}), content_type="application/json"
             ) from None
+        except RecursionError:  # deeper than the parser's stack: no body of ours nests like that
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "body is nested too deeply"}), content_type="application/json"
+            ) from None
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text=json.dumps({"error": "body must be a JSON object"}), content_type="application/json")
         return body
@@ -214,9 +223,7 @@ def build_app(node) -> web.Application:
         db = await asyncio.to_thread(node.store.create_database, _field(body, "name", str, required=True))
         return _json({"name": db.name}, 201)
 
-    @routes.post("/api/databases/{name}/copy/{action}")
-    async def copy_action(request: web.Request) -> web.Response:
-        name, action = request.match_info["name"], request.match_info["action"]
+    async def _copy_action(name: str, action: str) -> web.Response:
         if action not in ("suspend", "resume", "reseed"):
             return _error(404, f"unknown copy action {action}")
         if node.receiver is None:
@@ -226,6 +233,29 @@ def build_app(node) -> web.Application:
             result = await result
         node.event(action, f"copy of {name} on {node.config.name}: {action}", database=name)
         return _json({"database": name, "action": action, "ok": True})
+
+    @routes.post("/api/databases/{name}/copy/{action}")
+    async def copy_action(request: web.Request) -> web.Response:
+        return await _copy_action(request.match_info["name"], request.match_info["action"])
+
+    @routes.post("/api/nodes/{node}/databases/{name}/copy/{action}")
+    async def node_copy_action(request: web.Request) -> web.Response:
+        """A copy action on this node or on its peer: the dashboard calls only the node that
+        served it (a browser may not call the peer's origin), and this node relays to the peer."""
+        target, name, action = request.match_info["node"], request.match_info["name"], request.match_info["action"]
+        if target == node.config.name:
+            return await _copy_action(name, action)
+        peer = node.config.peer_admin
+        if target != node.config.peer_name or peer is None:
+            return _error(404, f"no such node in this pair: {target}")
+        url = f"http://{peer.host}:{peer.port}/api/databases/{quote(name, safe='')}/copy/{quote(action, safe='')}"
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+                async with session.post(url, headers={"Authorization": f"Bearer {token}"}) as r:
+                    answer = await r.json(content_type=None)
+                    return _json(answer, r.status)
+        except (TimeoutError, aiohttp.ClientError, ValueError) as e:
+            return _error(502, f"{target} did not answer: {e}")
 
     add_dashboard_routes(routes, node)
     app.add_routes(routes)

@@ -36,6 +36,23 @@ def node_certificate(config: NodeConfig) -> tuple[str | None, str | None]:
     return str(cert), str(key)
 
 
+# What node.json's "delivery" object may set: the listeners' limits and timeouts, not what the
+# node decides itself (addresses, domain, certificates).
+DELIVERY_TUNABLE = (
+    "max_recipients", "max_connections", "max_connections_per_address", "max_line_length", "idle_timeout",
+    "command_timeout", "data_timeout", "min_data_rate", "data_rate_grace", "recipient_delimiter",
+    "shutdown_grace", "hostname", "extra_domains", "detail_into_special_use",
+)  # fmt: skip
+
+
+def delivery_overrides(config: NodeConfig) -> dict[str, Any]:
+    """node.json's "delivery" object, checked: unknown names are refused with the known ones."""
+    unknown = sorted(set(config.delivery) - set(DELIVERY_TUNABLE))
+    if unknown:
+        raise ValueError(f"unknown delivery setting(s) {', '.join(unknown)} (known: {', '.join(DELIVERY_TUNABLE)})")
+    return dict(config.delivery)
+
+
 def available_listeners(config: NodeConfig) -> list[tuple[str, Callable, Any]]:
     """Blocking (it may run openssl once): call it off the event loop."""
     from mailpair.protocols.delivery import DeliverySettings
@@ -44,9 +61,13 @@ def available_listeners(config: NodeConfig) -> list[tuple[str, Callable, Any]]:
     from mailpair.protocols.smtp import start_smtp
 
     cert, key = node_certificate(config)
+    tuned = delivery_overrides(config)
+    for name in ("extra_domains", "detail_into_special_use"):
+        if name in tuned:
+            tuned[name] = tuple(tuned[name])
     listeners: list[tuple[str, Callable, type, Any, dict[str, Any]]] = [
-        ("lmtp", start_lmtp, DeliverySettings, config.lmtp, {"unix_socket": config.lmtp_socket}),
-        ("smtp", start_smtp, DeliverySettings, config.smtp, {}),
+        ("lmtp", start_lmtp, DeliverySettings, config.lmtp, {"unix_socket": config.lmtp_socket, **tuned}),
+        ("smtp", start_smtp, DeliverySettings, config.smtp, tuned),
         ("imap", start_imap, ImapSettings, config.imap, {}),
     ]
     if config.imaps is not None and cert:

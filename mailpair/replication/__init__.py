@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from mailpair.replication.settings import TUNABLE, ReplicationSettings, with_overrides
+from mailpair.replication.tls import client_context_for
 
 if TYPE_CHECKING:
     from mailpair.replication.receiver import Receiver
@@ -33,6 +34,7 @@ async def start_receiver(store: NodeStore, settings: ReplicationSettings) -> Rec
     from mailpair.replication.receiver import Receiver
 
     settings = with_overrides(settings, store.data_dir)
+    client_context_for(settings)  # no certificate, no start: never a silent fall back to plain
     # The replayer keeps the GIL busy on the passive; a received batch crosses threads twice
     # (event loop -> store thread -> event loop) before its ack, and each crossing can wait a whole
     # switch interval. 1 ms instead of 5 cut the sync-mode ack time enough to lift sync/async

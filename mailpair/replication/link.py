@@ -5,14 +5,19 @@ beyond the frame being read, and a frame over the limit is refused after its 12-
 feeds them in, and writes what the channel hands back. Every decision about the bytes is the
 codec's; timeouts and closing are the Link's.
 
+The streams may be TLS ones (replication/tls.py makes the contexts): the Link neither knows nor
+cares; the codec's HMAC handshake and tags run inside TLS as they do on a plain channel.
+
 Errors: codec.ProtocolError (damage), codec.PeerError (the peer said error), codec.AuthFailed,
-TimeoutError (a stalled peer), asyncio.IncompleteReadError (the peer closed).
+TimeoutError (a stalled peer), asyncio.IncompleteReadError (the peer closed), ssl.SSLError (a TLS
+peer the pair's authority did not certify, or damage under TLS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from typing import Any
 
 from mailpair.replication.codec import Authenticated, Channel, Message, ProtocolError, Role
@@ -86,10 +91,21 @@ class Link:
                 await self.writer.wait_closed()
 
 
-async def connect(host: str, port: int, secret: bytes, node: str, connect_timeout: float, handshake_timeout: float) -> Link:
-    """Connect to an active and authenticate both ways; the passive's side."""
+async def connect(
+    host: str,
+    port: int,
+    secret: bytes,
+    node: str,
+    connect_timeout: float,
+    handshake_timeout: float,
+    tls: ssl.SSLContext | None = None,
+) -> Link:
+    """Connect to an active (over TLS when tls is given) and authenticate both ways; the
+    passive's side."""
     async with asyncio.timeout(connect_timeout):
-        reader, writer = await asyncio.open_connection(host, port, limit=PASSIVE_READ_BUFFER)
+        reader, writer = await asyncio.open_connection(
+            host, port, limit=PASSIVE_READ_BUFFER, ssl=tls, ssl_handshake_timeout=connect_timeout if tls else None
+        )
     link = Link(reader, writer, Channel(Role.PASSIVE, secret, node))
     try:
         await link.handshake(handshake_timeout)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mailpair.durable import write_json
-from mailpair.replication import codec, link, policy, seed
+from mailpair.replication import codec, link, policy, seed, tls
 from mailpair.replication.inspect import InspectionFailed, inspect_batch
 from mailpair.replication.policy import Phase
 from mailpair.replication.replayer import Replayer
@@ -50,7 +50,13 @@ async def connect(settings: ReplicationSettings) -> link.Link:
     if not settings.peer_host or not settings.peer_port:
         raise ConnectionError("no active configured (peer_replication is empty)")
     return await link.connect(
-        settings.peer_host, settings.peer_port, settings.secret, settings.node, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT
+        settings.peer_host,
+        settings.peer_port,
+        settings.secret,
+        settings.node,
+        CONNECT_TIMEOUT,
+        HANDSHAKE_TIMEOUT,
+        tls.client_context_for(settings),
     )
 
 
@@ -433,6 +439,7 @@ class CopyWorker:
             "copy_lag_s": lag,
             "seed_progress": self.seed_progress,
             "mode": self.mode,
+            "transport": self.settings.transport,  # "plain" only when the operator asked for it
             "replay_delay_s": self.settings.replay_delay_s,
             "inspection_failures": self.inspection_failures,
             "reconnects": self.reconnects,

@@ -21,6 +21,12 @@ class ReplicationSettings:
     peer_port: int | None = None
     mode: str = "async"  # "sync": the active answers only after the passive stored the record
     node: str = "node"
+    # "tls": mutual TLS with certificates of the pair's authority (replication/tls.py); "plain"
+    # only when the operator asks for it on a trusted link.
+    transport: str = "tls"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
     # Synchronous mode falls back to asynchronous (loudly) when the passive has not acknowledged
     # for this long, so the active keeps serving without its partner.
     sync_fallback_s: float = 5.0
@@ -43,7 +49,9 @@ class ReplicationSettings:
     seed_chunk: int = 1024 * 1024
 
 
-TUNABLE = {f.name for f in fields(ReplicationSettings)} - {"secret", "host", "port", "peer_host", "peer_port", "node", "mode"}
+TUNABLE = {f.name for f in fields(ReplicationSettings)} - {
+    "secret", "host", "port", "peer_host", "peer_port", "node", "mode", "transport", "tls_cert", "tls_key", "tls_ca",
+}  # fmt: skip
 
 
 def with_overrides(settings: ReplicationSettings, data_dir: Path) -> ReplicationSettings:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from pathlib import Path
 from typing import Any
 
-from mailpair.replication import codec, policy
+from mailpair.replication import codec, policy, tls
 from mailpair.replication.codec import Channel, Role
 from mailpair.replication.copies import CopyView, HeadTracker
 from mailpair.replication.copystream import REQUEST_TIMEOUT, WRITE_TIMEOUT, CopyStream, serve_seed
@@ -55,6 +56,7 @@ class Shipper:
         self.unauthenticated = 0  # connections in their handshake now
         self.turned_away = 0  # connections closed at once because MAX_UNAUTHENTICATED were
         self._server: asyncio.Server | None = None
+        self._tls: ssl.SSLContext | None = None  # the server side of replication TLS; None: plain, as configured
         self._tasks: set[asyncio.Task] = set()
         self._pin_tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
@@ -67,11 +69,20 @@ class Shipper:
             self._track(db)
             for stale in Path(db.path).glob(".snapshot-*"):
                 stale.unlink(missing_ok=True)
+        # TLS starts in _handle, not in the server, so the TLS handshake counts among the
+        # unauthenticated connections, has their deadline, and a refused peer is logged.
+        self._tls = tls.server_context_for(self.settings)  # no certificate, no start
         self._server = await asyncio.start_server(self._handle, self.settings.host, self.settings.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._ticker = asyncio.create_task(self._tick())
         self._held_watch = asyncio.create_task(self._watch_held_log())
-        log.info("replication shipper listening on %s:%d (%s mode)", self.settings.host, self.port, self.settings.mode)
+        log.info(
+            "replication shipper listening on %s:%d (%s mode, %s)",
+            self.settings.host,
+            self.port,
+            self.settings.mode,
+            "mutual TLS" if self.settings.transport == "tls" else "PLAIN: not encrypted, as configured",
+        )
 
     def _track(self, db: Database) -> None:
         if db.name in self.heads:
@@ -246,6 +257,12 @@ class Shipper:
         try:
             self.unauthenticated += 1
             try:
+                if self._tls is not None:
+                    try:
+                        await writer.start_tls(self._tls, ssl_handshake_timeout=HANDSHAKE_DEADLINE_S)
+                    except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as e:
+                        # Mostly a peer whose certificate the pair's authority did not sign.
+                        raise codec.AuthFailed(f"TLS: {e}") from e
                 node = await link.handshake(HANDSHAKE_DEADLINE_S)
             except codec.AuthFailed as e:
                 log.warning("replication: refused connection from %s: %s", where, e)

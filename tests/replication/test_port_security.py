@@ -17,6 +17,7 @@ import time
 import crc32c
 
 from mailpair.replication import link, shipper
+from mailpair.replication.tls import client_context
 
 MiB = 1024 * 1024
 
@@ -109,7 +110,8 @@ def test_unauthenticated_connections_hold_little_and_do_not_crowd_out_the_passiv
             s.close()
 
     async def authenticate() -> str:
-        conn = await link.connect("127.0.0.1", port, pair.config("node1").secret.encode(), "node2", 5, 5)
+        tls = client_context(*pair.config("node2").replication_tls_files())
+        conn = await link.connect("127.0.0.1", port, pair.config("node1").secret.encode(), "node2", 5, 5, tls)
         conn.close()
         return str(conn.peer)
 

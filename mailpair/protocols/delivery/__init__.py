@@ -13,9 +13,10 @@ The package is split along its jobs; each module can be read alone:
 - data.py: the DATA reader (CRLF.CRLF, dot-unstuffing, size limit) and the content checks.
 - agent.py: the delivery itself: trace headers, one store commit per database, replies in order.
 - session.py: one connection, on aiosmtpd's protocol class, with our own MAIL/RCPT/DATA.
-- listener.py: the TCP/Unix servers, the connection limit and the orderly shutdown.
+- admission.py: who may connect (a total and a per-address limit), as pure decisions.
+- listener.py: the TCP/Unix servers, the connection counts and the orderly shutdown.
 - metrics.py: the Prometheus series.
-Imports run down that list's reverse: listener -> session -> agent -> recipients/data/replies.
+Imports run down that list's reverse: listener -> session -> admission/agent -> recipients/data/replies.
 """
 
 from mailpair.protocols.delivery.data import content_problem, read_data, unstuff

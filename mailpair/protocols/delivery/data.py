@@ -14,6 +14,12 @@ from __future__ import annotations
 import asyncio
 
 
+def data_deadline(received: int, min_rate: int, grace: float) -> float:
+    """Seconds after the start of DATA by which a client that has sent `received` bytes must
+    have sent more: grace, plus the time those bytes buy at min_rate. Past it, DATA is too slow."""
+    return grace + received / min_rate
+
+
 class DataAbort(Exception):
     """The DATA transfer cannot go on: reply with str(exc) and close the connection."""
 

@@ -1,9 +1,10 @@
 """A running LMTP or SMTP listener: its servers (TCP, and a Unix socket for LMTP), its sessions,
-and the orderly shutdown.
+who may connect, and the orderly shutdown.
 
 Rules this module keeps: close() stops accepting first; idle sessions get 421 at once; a delivery
 being committed finishes and gets its reply before its session closes (nothing acknowledged is
-lost, nothing durable goes unanswered), within settings.shutdown_grace.
+lost, nothing durable goes unanswered), within settings.shutdown_grace. A connection is admitted
+as admission.py decides (a total, and a share per address), counted here.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mailpair.protocols.delivery.admission import refusal
 from mailpair.protocols.delivery.agent import DeliveryAgent
 from mailpair.protocols.delivery.metrics import COMMANDS, CONNECTIONS, OPEN, REFUSED
+from mailpair.protocols.delivery.replies import REPLY_TOO_MANY_FROM_ADDRESS
 from mailpair.protocols.delivery.session import DeliverySession
 from mailpair.protocols.delivery.settings import DeliverySettings
 from mailpair.store import NodeStore
@@ -36,6 +39,8 @@ class Listener:
         self.session_cls = session_cls
         self.agent = DeliveryAgent(store, settings, protocol)
         self.sessions: set[DeliverySession] = set()
+        self.per_address: dict[str, int] = {}  # open connections by address_key
+        self._warned: set[str] = set()  # addresses refused and logged, once until they drop to none
         self.servers: list[asyncio.AbstractServer] = []
         self.port = 0
         self.unix_path: str | None = None
@@ -55,6 +60,33 @@ class Listener:
     def on_close(self, fn: Callable[[], None]) -> None:
         """Run fn when the listener has closed (to remove what its start made, say)."""
         self._on_close.append(fn)
+
+    def admit(self, address: str | None) -> str | None:
+        """Count a new connection from address in, or the reply refusing it."""
+        from_address = None if address is None else self.per_address.get(address, 0)
+        reply = refusal(self.settings, self.agent.closing, len(self.sessions), from_address)
+        if reply is not None:
+            self.refused.inc()
+            if reply is REPLY_TOO_MANY_FROM_ADDRESS and address not in self._warned:
+                self._warned.add(address)
+                logger.warning("%s: refused a connection from %s (%s open from there)", self.protocol, address, from_address)
+            return reply
+        if address is not None:
+            self.per_address[address] = self.per_address.get(address, 0) + 1
+        self.connections.inc()
+        self.open.inc()
+        return None
+
+    def release(self, address: str | None) -> None:
+        """An admitted connection from address has closed."""
+        self.open.dec()
+        if address is not None:
+            left = self.per_address.get(address, 1) - 1
+            if left > 0:
+                self.per_address[address] = left
+            else:
+                self.per_address.pop(address, None)
+                self._warned.discard(address)
 
     def _factory(self) -> DeliverySession:
         return self.session_cls(self, **self.session_kwargs)

@@ -13,6 +13,13 @@ from mailpair.store import NoSuchAccount, OverQuota, StoreUnavailable, TooLarge
 
 REPLY_SHUTDOWN = "421 4.3.2 Service shutting down, try again later"
 REPLY_TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
+REPLY_TOO_MANY_FROM_ADDRESS = "421 4.7.0 Too many connections from your address, try again later"
+REPLY_TIMEOUT = "421 4.4.2 Timeout exceeded, closing connection"
+
+
+def too_slow_reply(min_rate: int) -> str:
+    """DATA arrived under the minimum rate: the message is not taken, the MTA retries."""
+    return f"421 4.4.2 Data arriving too slowly (under {min_rate} bytes/s), closing connection"
 
 
 def recipient_error_reply(rcpt: str, err: BaseException) -> tuple[str, str]:

@@ -1,11 +1,14 @@
 """One LMTP or SMTP connection: aiosmtpd's protocol class with mailpair's own MAIL, RCPT and DATA,
-its connection limit, pipelined replies and orderly shutdown.
+its admission, timeouts, pipelined replies and orderly shutdown.
 
 Rules this module keeps: MAIL/RCPT arguments are parsed here, strictly (RFC 5321 4.1.2); a
 MAIL/RCPT reply may wait for the next reply so pipelined commands get one packet (RFC 2920), but a
-reply that may close the session is never held; while a delivery is being committed a shutdown
-waits for its reply. Where aiosmtpd or asyncio offer no public way to do something, the private
-name used is marked with a comment saying so.
+reply that may close the session is never held; while a delivery is being committed a shutdown or
+a timeout waits for its reply. Outside a transaction (before the first command, between messages)
+the wait for a command is settings.idle_timeout, inside one command_timeout; in DATA the client
+must keep above settings.min_data_rate (data.data_deadline) or gets 421 and is disconnected.
+Where aiosmtpd or asyncio offer no public way to do something, the private name used is marked
+with a comment saying so.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP
 
+from mailpair.protocols.delivery.admission import address_key
 from mailpair.protocols.delivery.agent import DeliveryEnvelope
-from mailpair.protocols.delivery.data import DataAbort, content_problem, read_data
-from mailpair.protocols.delivery.replies import REPLY_SHUTDOWN, REPLY_TOO_MANY_CONNECTIONS, with_enhanced_code
+from mailpair.protocols.delivery.data import DataAbort, content_problem, data_deadline, read_data
+from mailpair.protocols.delivery.replies import REPLY_SHUTDOWN, REPLY_TIMEOUT, too_slow_reply, with_enhanced_code
 
 if TYPE_CHECKING:
     from mailpair.protocols.delivery.listener import Listener
@@ -62,6 +66,14 @@ class DeliverySession(SMTP):
         self._close_after = False
         self._refused = False
         self._admitted = False  # counted in the listener's sessions (STARTTLS calls connection_made again)
+        self._address: str | None = None  # what this connection counts against (admission.address_key)
+        # DATA pacing: bytes received since DATA began, when it began, the check's timer
+        self._in_data = False
+        self._data_bytes = 0
+        self._data_started = 0.0
+        self._pace_handle: asyncio.TimerHandle | None = None
+        self._data_task: asyncio.Task | None = None
+        self._too_slow = False
         self._pending_replies: list[bytes] = []
         # Count every command as it is dispatched. aiosmtpd has no public per-command hook; its
         # dispatch table (_smtp_methods, built in __init__) is the one place every command passes.
@@ -73,17 +85,16 @@ class DeliverySession(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         lst = self.listener
         if not self._admitted:
-            if lst.agent.closing or len(lst.sessions) >= lst.settings.max_connections:
+            address = address_key(transport.get_extra_info("peername"))
+            refusal = lst.admit(address)
+            if refusal is not None:
                 self._refused = True
-                lst.refused.inc()
-                reply = REPLY_SHUTDOWN if lst.agent.closing else REPLY_TOO_MANY_CONNECTIONS
-                transport.write(reply.encode() + b"\r\n")  # type: ignore[attr-defined]
+                transport.write(refusal.encode() + b"\r\n")  # type: ignore[attr-defined]
                 transport.close()
                 return
             self._admitted = True
+            self._address = address
             lst.sessions.add(self)
-            lst.connections.inc()
-            lst.open.inc()
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -91,7 +102,8 @@ class DeliverySession(SMTP):
             return
         if self in self.listener.sessions:
             self.listener.sessions.discard(self)
-            self.listener.open.dec()
+            self.listener.release(self._address)
+        self._end_data_pacing()
         super().connection_lost(error)
 
     def eof_received(self) -> bool | None:
@@ -101,6 +113,8 @@ class DeliverySession(SMTP):
 
     def data_received(self, data: bytes) -> None:
         if not self._refused:
+            if self._in_data:
+                self._data_bytes += len(data)
             super().data_received(data)
 
     def _create_envelope(self) -> DeliveryEnvelope:
@@ -109,20 +123,74 @@ class DeliverySession(SMTP):
         return DeliveryEnvelope()
 
     def _set_timeout(self, seconds: float | None = None) -> None:
-        """Restart the idle timer (None: the command timeout). aiosmtpd has no public way to give
-        one phase (DATA) a longer timeout than the commands, so this calls its _reset_timeout."""
+        """Restart the idle timer (None: the timeout of the phase the session is in). aiosmtpd has
+        no public way to give one phase (DATA) a longer timeout than the commands, so this calls
+        its _reset_timeout."""
         self._reset_timeout(seconds)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd restarts its timer through this private method at connect and at every command;
+        # overriding it is the one place where the wait can depend on the phase: short while no
+        # transaction is open (before the first command, between messages), longer inside one.
+        if duration is None:
+            s = self.listener.settings
+            env = self.envelope
+            duration = s.command_timeout if env is not None and env.mail_from else s.idle_timeout
+        super()._reset_timeout(duration)
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd's (private) timer callback closes without a word; say why first, and never cut
+        # a delivery being committed (it closes right after its reply, as at shutdown).
+        if self._busy:
+            self._close_after = True
+            return
+        self._say_and_close(REPLY_TIMEOUT)
+
+    def _say_and_close(self, reply: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            try:
+                self.transport.write(reply.encode() + b"\r\n")  # type: ignore[attr-defined]
+            except (AttributeError, RuntimeError, OSError):
+                pass  # a TLS session already torn down underneath: closing is all that is left
+            self.transport.close()
+
+    # ------------------------------------------------------------------ DATA pacing
+    def _start_data_pacing(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._data_task = asyncio.current_task()
+        self._data_bytes = 0
+        self._data_started = loop.time()
+        self._too_slow = False
+        self._in_data = True
+        self._pace_handle = loop.call_at(self._data_started + self.listener.settings.data_rate_grace, self._check_pace)
+
+    def _check_pace(self) -> None:
+        """Timer: is DATA still above the minimum rate? If so, look again when the bytes received
+        so far stop being enough; if not, stop the read (smtp_DATA replies and closes)."""
+        s = self.listener.settings
+        due = self._data_started + data_deadline(self._data_bytes, s.min_data_rate, s.data_rate_grace)
+        loop = asyncio.get_running_loop()
+        if loop.time() < due:
+            self._pace_handle = loop.call_at(due, self._check_pace)
+            return
+        self._pace_handle = None
+        self._too_slow = True
+        if self._data_task is not None:
+            self._data_task.cancel()
+
+    def _end_data_pacing(self) -> None:
+        self._in_data = False
+        self._data_task = None
+        if self._pace_handle is not None:
+            self._pace_handle.cancel()
+            self._pace_handle = None
 
     def shutdown(self) -> None:
         """Say 421 and close, unless a delivery is being committed: then right after its reply."""
         if self._busy:
             self._close_after = True
-        elif self.transport is not None and not self.transport.is_closing():
-            try:
-                self.transport.write(REPLY_SHUTDOWN.encode() + b"\r\n")  # type: ignore[attr-defined]
-            except (AttributeError, RuntimeError, OSError):
-                pass  # a TLS session already torn down underneath: closing is all that is left
-            self.transport.close()
+        else:
+            self._say_and_close(REPLY_SHUTDOWN)
 
     # ------------------------------------------------------------------ replies
     async def push(self, status: str | bytes) -> None:
@@ -203,6 +271,7 @@ class DeliverySession(SMTP):
                 return
         env.mail_from = address or "<>"
         env.mail_options.extend(params)
+        self._set_timeout()  # a transaction is open: the command timeout from now on
         await self.reply_soon("250 2.1.0 Sender ok")
 
     async def smtp_RCPT(self, arg: str | None) -> None:
@@ -226,6 +295,10 @@ class DeliverySession(SMTP):
         """LMTP: one reply per recipient; SMTP overrides this with one reply for all."""
         return "\r\n".join(replies)
 
+    async def smtp_RSET(self, arg: str | None) -> None:
+        await super().smtp_RSET(arg)
+        self._set_timeout()  # no transaction any more: the idle timeout again
+
     async def smtp_DATA(self, arg: str | None) -> None:
         env = await self._envelope()
         if env is None:
@@ -242,12 +315,23 @@ class DeliverySession(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         self._set_timeout(self.listener.settings.data_timeout)
+        self._start_data_pacing()
         try:
             content, problem = await self._read_data()
         except DataAbort as e:
             await self.push(str(e))
             self.transport.close()
             return
+        except asyncio.CancelledError:
+            if not self._too_slow:
+                raise  # the connection went away
+            # our own pace check cancelled the read: take the cancellation back and say why
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            self.agent.reject_all(env.recipients, "")  # counted as rejected in the metrics
+            self._say_and_close(too_slow_reply(self.listener.settings.min_data_rate))
+            return
+        finally:
+            self._end_data_pacing()
         recipients = env.recipients
         if problem is None:
             max_line = self.listener.settings.max_line_length
