@@ -24,6 +24,7 @@ RACER = textwrap.dedent(
     from mailpair.cluster.witness_dir import DirectoryWitness
     path, name, rounds, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     w = DirectoryWitness(path, keep=8)
+    open(go + '.' + name, 'w').close()  # ready: the test starts both at once
     while not os.path.exists(go):
         time.sleep(0.001)
     out = []
@@ -49,7 +50,11 @@ def test_two_processes_racing_exactly_one_wins_each_version(tmp_path):
         )
         for name in ("node1", "node2")
     ]
-    time.sleep(0.3)
+    # Both racers ready before either starts: on a loaded machine one process may start seconds
+    # after the other, and a fixed sleep let the first run all its rounds alone.
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"go.{n}").exists() for n in ("node1", "node2")) and time.monotonic() < deadline:
+        time.sleep(0.01)
     go.touch()
     results = {}
     for name, p in zip(("node1", "node2"), procs, strict=True):

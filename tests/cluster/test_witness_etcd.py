@@ -22,6 +22,7 @@ RACER = textwrap.dedent(
 
     async def main():
         w = EtcdWitness([url], key="/race/witness", timeout=10)
+        open(go + '.' + name, 'w').close()  # ready: the test starts both at once
         while not os.path.exists(go):
             await asyncio.sleep(0.001)
         out = []
@@ -44,7 +45,11 @@ def test_two_processes_racing_on_etcd_exactly_one_wins_each_version(etcd, tmp_pa
         subprocess.Popen([sys.executable, "-c", RACER, etcd, name, "300", str(go)], stdout=subprocess.PIPE)
         for name in ("node1", "node2")
     ]
-    time.sleep(0.5)
+    # Both racers ready before either starts: on a loaded machine one process may start seconds
+    # after the other, and a fixed sleep let the first run all its rounds alone.
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"go.{n}").exists() for n in ("node1", "node2")) and time.monotonic() < deadline:
+        time.sleep(0.01)
     go.touch()
     versions: dict[int, str] = {}
     contested = []
