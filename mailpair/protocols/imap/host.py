@@ -2,7 +2,7 @@
 one implementation of it that needs no socket.
 
 A session calls its host (`SessionHost`) for what is shared across connections: settings, the
-store, \\Recent claims, structure caches, failed-login bookkeeping, per-user connection counts,
+store, \\Recent claims, structure caches, the login penalty, per-user connection counts,
 and to leave (`forget`). The host calls each session back (`SessionPeer`) when the store changed
 something it may show (`notify`) and when it shuts down (`say_bye`, then `abort`).
 
@@ -15,6 +15,8 @@ Rules kept:
   loop before any session is touched (sessions are single-threaded, on the loop).
 - A session is in `sessions` from the moment `serve` starts until it calls `forget`; user
   connection counts follow logins and `forget` exactly.
+- The login penalty (guard.py) is shared by every host on the same
+  store (the imap and imaps listeners), so switching ports gains an attacker nothing.
 """
 
 from __future__ import annotations
@@ -22,17 +24,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
+import weakref
 from typing import Protocol
 
 from mailpair.protocols.imap import metrics
 from mailpair.protocols.imap.fetch import StructureCache
+from mailpair.protocols.imap.guard import Guard, LoginPenalty
 from mailpair.protocols.imap.selected import RecentTracker
 from mailpair.protocols.imap.session import Session
 from mailpair.protocols.imap.settings import ImapSettings
 from mailpair.protocols.imap.transport import Transport
 from mailpair.store import Change, NodeStore
 from mailpair.store.authcache import AuthCache
+
+_GUARDS: weakref.WeakKeyDictionary[NodeStore, Guard] = weakref.WeakKeyDictionary()
+
+
+def shared_guard(store: NodeStore, settings: ImapSettings) -> Guard:
+    """The login penalty of every IMAP host on this store."""
+    guard = _GUARDS.get(store)
+    if guard is None:
+        guard = _GUARDS[store] = Guard(LoginPenalty(settings))
+    return guard
+
 
 log = logging.getLogger("mailpair.imap")
 
@@ -71,11 +85,7 @@ class SessionHost(Protocol):
 
     def forget(self, session: SessionPeer) -> None: ...
 
-    def login_delay(self, address: str) -> float: ...
-
-    def login_failed(self, address: str) -> None: ...
-
-    def login_succeeded(self, address: str) -> None: ...
+    penalty: LoginPenalty  # the login penalty (guard.py), waited out before every password check
 
 
 class ImapHost:
@@ -88,8 +98,9 @@ class ImapHost:
         self.sessions: set[Session] = set()
         self.recent = RecentTracker()
         self.user_connections: dict[str, int] = {}
-        self.failures: dict[str, tuple[int, float]] = {}  # address -> (count, last time)
         self.auth_cache = AuthCache(settings.auth_cache_ttl)
+        self.guard = shared_guard(store, settings)
+        self.penalty = self.guard.penalty
         self.closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listening: list = []
@@ -171,25 +182,6 @@ class ImapHost:
             sel = s.sel
             if sel is not None and (sel.box_id in boxes or s.user in accounts):
                 s.notify()
-
-    # ------------------------------------------------------------------ failed logins
-    def login_delay(self, address: str) -> float:
-        count, last = self.failures.get(address, (0, 0.0))
-        if time.monotonic() - last > 300:
-            return 0.0
-        return min(count, 5) * self.settings.login_delay
-
-    def login_failed(self, address: str) -> None:
-        count, last = self.failures.get(address, (0, 0.0))
-        if time.monotonic() - last > 300:
-            count = 0
-        self.failures[address] = (count + 1, time.monotonic())
-        if len(self.failures) > 10_000:  # forget the oldest so a scan cannot grow memory
-            for k in sorted(self.failures, key=lambda k: self.failures[k][1])[:5000]:
-                del self.failures[k]
-
-    def login_succeeded(self, address: str) -> None:
-        self.failures.pop(address, None)
 
     # ------------------------------------------------------------------ shutdown
     async def close_sessions(self) -> None:

@@ -1,4 +1,5 @@
-"""Prometheus figures of the IMAP listener: commands by name and outcome, their time, sessions."""
+"""Prometheus figures of the IMAP listener: commands by name and outcome, their time, sessions, and
+what its defences did (the login penalty)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ COMMAND_SECONDS = Histogram(
 )
 SESSIONS = Gauge("mailpair_imap_sessions", "IMAP sessions open now")
 CONNECTIONS = Counter("mailpair_imap_connections_total", "IMAP connections accepted")
+# The defences of guard.py and session.py (issue 17).
+LOGIN_FAILURES = Counter("mailpair_imap_login_failures_total", "LOGIN/AUTHENTICATE attempts refused")
+LOGIN_DELAYED = Counter("mailpair_imap_login_delayed_total", "Login attempts made to wait by the login penalty")
+LOGIN_PENALTY_SECONDS = Counter(
+    "mailpair_imap_login_penalty_seconds_total", "Seconds login attempts waited (before the check) for the login penalty"
+)
 
 _children: dict[tuple[str, bytes], tuple] = {}
 

@@ -19,10 +19,11 @@ import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from mailpair.protocols.imap import framing, metrics, mutf7, reads, wire
 from mailpair.protocols.imap.args import Args, Atom, ParseError, tokenize
+from mailpair.protocols.imap.guard import address_key
 from mailpair.protocols.imap.selected import Selected
 from mailpair.store.errors import (
     MailboxExists,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from mailpair.store import Database
 
 log = logging.getLogger("mailpair.imap")
+T = TypeVar("T")
 
 Handler = Callable[["Session", bytes, Args], Awaitable[bytes]]
 HANDLERS: dict[str, tuple[Handler, frozenset[str]]] = {}
@@ -121,6 +123,7 @@ class Session:
         self.deflater = None
         self._out: list[bytes] = []
         self.current = ""  # name of the command being run
+        self.address = address_key(self.peer)  # what it counts against per address (guard.py)
 
     # ------------------------------------------------------------------ output
     def send(self, data: bytes) -> None:
@@ -193,6 +196,23 @@ class Session:
             # A well-formed astring that is no valid modified UTF-7 (RFC 3501 5.1.3) names no
             # mailbox that can exist: NO, not BAD (the command's syntax is fine).
             raise No(str(e), b"CANNOT") from None
+
+    async def unless_hangup(self, aw: Awaitable[T]) -> T:
+        """Await aw, but end the session (Closed) if the client hangs up first. Bytes that arrive
+        meanwhile stay for the next command (the read is left in _read_task, as IDLE leaves it)."""
+        job = asyncio.ensure_future(aw)
+        if self._read_task is None:
+            self._read_task = asyncio.ensure_future(self.transport.read(65536))
+        watch = self._read_task
+        try:
+            done, _ = await asyncio.wait({job, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if job not in done and (watch.exception() is not None or not watch.result()):
+                raise Closed("client closed the connection")
+            return await job
+        finally:
+            if not job.done():
+                job.cancel()
+                await asyncio.gather(job, return_exceptions=True)
 
     # ------------------------------------------------------------------ input
     async def _more(self, timeout: float) -> None:
@@ -390,6 +410,12 @@ class Session:
         metrics.observe(name, reply, elapsed)
         self.send(tag + b" " + reply + (b" (%.3f secs)" % elapsed if reply.startswith(b"OK") else b"") + b"\r\n")
         self.current = ""
+
+    def logged_in(self, user: str, db: Database) -> None:
+        """LOGIN/AUTHENTICATE succeeded: authenticated state and its limits from here on."""
+        self.user = user
+        self.db = db
+        self.state = "auth"
 
     def enable_condstore(self) -> None:
         """A CONDSTORE-enabling command (RFC 7162 3.1): the first one while a mailbox is selected

@@ -1,4 +1,5 @@
-"""IMAP listener settings."""
+"""IMAP listener settings. The limits that defend the listener against one client or one address
+(issue 17) are in the second block; README's SECURITY section lists them with their defaults."""
 
 from __future__ import annotations
 
@@ -33,7 +34,13 @@ class ImapSettings:
     max_command_bytes: int = 64 * 1024
     max_connections_per_user: int = 20
     max_connections: int = 2000  # all sessions of this listener, logged in or not
-    login_delay: float = 1.0  # seconds added per recent failed login from the same address
+    # Login penalty (guard.py), before the password is checked, per address and per account: after
+    # n recent failures the next check waits login_delay * 2**(n-1) s after the last one, at most
+    # login_delay_max; failures are forgotten login_penalty_window s after the last.
+    login_delay: float = 1.0
+    login_delay_max: float = 15.0
+    login_penalty_window: float = 300.0
+    login_penalty_entries: int = 4096  # addresses (and accounts) remembered, least recently used dropped
     auth_cache_ttl: float = 300.0  # seconds a successful login is checked by a fast keyed hash; 0: off
     fetch_batch: int = 500  # messages per reader-thread round trip in FETCH
 
