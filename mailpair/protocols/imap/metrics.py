@@ -1,5 +1,5 @@
 """Prometheus figures of the IMAP listener: commands by name and outcome, their time, sessions, and
-what its defences did (the login penalty)."""
+what its defences did (the login penalty, sessions ended)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ LOGIN_FAILURES = Counter("mailpair_imap_login_failures_total", "LOGIN/AUTHENTICA
 LOGIN_DELAYED = Counter("mailpair_imap_login_delayed_total", "Login attempts made to wait by the login penalty")
 LOGIN_PENALTY_SECONDS = Counter(
     "mailpair_imap_login_penalty_seconds_total", "Seconds login attempts waited (before the check) for the login penalty"
+)
+CLOSED = Counter(
+    "mailpair_imap_sessions_closed_total",
+    "IMAP sessions the server ended for a defence (oversized pre-login literal)",
+    ["reason"],
 )
 
 _children: dict[tuple[str, bytes], tuple] = {}

@@ -98,6 +98,18 @@ def store_error_reply(e: StoreError) -> tuple[bytes | None, str]:
     return None, str(e)
 
 
+_preauth: tuple[int, frozenset[str]] = (-1, frozenset())
+
+
+def preauth_commands() -> frozenset[str]:
+    """The commands a client may send before logging in (the only ones whose literals are read);
+    worked out again only when a handler was registered since."""
+    global _preauth
+    if _preauth[0] != len(HANDLERS):
+        _preauth = (len(HANDLERS), frozenset(name for name, (_, states) in HANDLERS.items() if "notauth" in states))
+    return _preauth[1]
+
+
 def _clean(text: str) -> bytes:
     return text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")[:400]
 
@@ -107,7 +119,12 @@ class Session:
         self.server = server
         self.settings = server.settings
         self.transport = transport
-        self.framer = framing.Framer(self.settings.max_command_bytes, self.settings.literal_limit())
+        self.framer = framing.Framer(
+            self.settings.max_command_bytes,
+            self.settings.literal_limit(),
+            preauth_literal_bytes=self.settings.preauth_literal_bytes,
+            preauth_commands=preauth_commands(),
+        )
         self.state = "notauth"
         self.user: str | None = None
         self.db: Database | None = None
@@ -197,6 +214,12 @@ class Session:
             # mailbox that can exist: NO, not BAD (the command's syntax is fine).
             raise No(str(e), b"CANNOT") from None
 
+    def end(self, text: bytes, reason: str) -> None:
+        """The server ends this session for a defence: BYE, count it, close."""
+        metrics.CLOSED.labels(reason).inc()
+        log.info("IMAP: closing the session of %s from %s: %s", self.user or "(not logged in)", self.peer, reason)
+        self.send(b"* BYE " + text + b"\r\n")
+
     async def unless_hangup(self, aw: Awaitable[T]) -> T:
         """Await aw, but end the session (Closed) if the client hangs up first. Bytes that arrive
         meanwhile stay for the next command (the read is left in _read_task, as IDLE leaves it)."""
@@ -280,6 +303,9 @@ class Session:
                         self.send(tag + b" NO [TOOBIG] " + _clean(ev.reason) + b"\r\n")
                     else:
                         self.send(tag + b" BAD " + _clean(ev.reason) + b"\r\n")
+                    if ev.close:
+                        self.end(b"literal refused before login", "literal before login")
+                        raise Closed("literal refused before login")
                 elif isinstance(ev, framing.Command):
                     await self.execute(ev.segments)
                 elif isinstance(ev, framing.Line):  # pragma: no cover - line mode is scoped
@@ -416,6 +442,7 @@ class Session:
         self.user = user
         self.db = db
         self.state = "auth"
+        self.framer.authenticated = True
 
     def enable_condstore(self) -> None:
         """A CONDSTORE-enabling command (RFC 7162 3.1): the first one while a mailbox is selected

@@ -41,6 +41,7 @@ class ImapSettings:
     login_delay_max: float = 15.0
     login_penalty_window: float = 300.0
     login_penalty_entries: int = 4096  # addresses (and accounts) remembered, least recently used dropped
+    preauth_literal_bytes: int = 8 * 1024  # largest literal before login (LOGIN/AUTHENTICATE need little)
     auth_cache_ttl: float = 300.0  # seconds a successful login is checked by a fast keyed hash; 0: off
     fetch_batch: int = 500  # messages per reader-thread round trip in FETCH
 
