@@ -90,6 +90,11 @@ class Framer:
         """True while part of a command has arrived (for the command time-out)."""
         return bool(self._segments or self.buf or self._literal_left or self._refusal or self._skip_line)
 
+    @property
+    def in_literal(self) -> bool:
+        """True while a literal's bytes are awaited (for the minimum data rate)."""
+        return self._literal_left > 0
+
     def feed(self, data: bytes) -> None:
         self.buf += data
 

@@ -1,5 +1,6 @@
-"""Defences of the IMAP listener against one client or one address: the login penalty. Shared
-by the listeners of one store (imap and imaps), kept in memory, bounded.
+"""Defences of the IMAP listener against one client or one address: the login penalty and the
+per-address count of connections not yet logged in. Shared by the listeners of one store (imap
+and imaps), kept in memory, bounded.
 
 The login penalty works as Dovecot's auth penalty does: the wait comes BEFORE the password is
 checked, so no answer, right or wrong, comes sooner than the penalty allows, and a client that
@@ -195,8 +196,31 @@ class LoginAttempt:
         return max(e.failures for e in self._entries)
 
 
+class Admission:
+    """Connections not yet logged in, per address: at most `limit` each (issue 17: 2,001 idle
+    unauthenticated connections from one address made everyone else get BYE)."""
+
+    def __init__(self) -> None:
+        self.preauth: dict[str, int] = {}
+
+    def enter(self, key: str, limit: int) -> bool:
+        n = self.preauth.get(key, 0)
+        if n >= limit:
+            return False
+        self.preauth[key] = n + 1
+        return True
+
+    def leave(self, key: str) -> None:
+        n = self.preauth.get(key, 0) - 1
+        if n <= 0:
+            self.preauth.pop(key, None)
+        else:
+            self.preauth[key] = n
+
+
 @dataclass
 class Guard:
     """What the listeners of one store share."""
 
     penalty: LoginPenalty
+    admission: Admission = field(default_factory=Admission)

@@ -14,8 +14,9 @@ Rules kept:
 - Store change notifications arrive on a database's writer thread and are handed to the event
   loop before any session is touched (sessions are single-threaded, on the loop).
 - A session is in `sessions` from the moment `serve` starts until it calls `forget`; user
-  connection counts follow logins and `forget` exactly.
-- The login penalty (guard.py) is shared by every host on the same
+  connection counts follow logins and `forget` exactly, and so do the per-address counts of
+  sessions not logged in (`admit`, `logged_in`, `forget`).
+- The login penalty and the per-address counts (guard.py) are shared by every host on the same
   store (the imap and imaps listeners), so switching ports gains an attacker nothing.
 """
 
@@ -41,7 +42,7 @@ _GUARDS: weakref.WeakKeyDictionary[NodeStore, Guard] = weakref.WeakKeyDictionary
 
 
 def shared_guard(store: NodeStore, settings: ImapSettings) -> Guard:
-    """The login penalty of every IMAP host on this store."""
+    """The login penalty and per-address counts of every IMAP host on this store."""
     guard = _GUARDS.get(store)
     if guard is None:
         guard = _GUARDS[store] = Guard(LoginPenalty(settings))
@@ -86,6 +87,13 @@ class SessionHost(Protocol):
     def forget(self, session: SessionPeer) -> None: ...
 
     penalty: LoginPenalty  # the login penalty (guard.py), waited out before every password check
+
+    def admit(self, session) -> bool:
+        """Whether a new session may go on (its address is under its limit of sessions not
+        logged in); counts it if so."""
+
+    def logged_in(self, session) -> None:
+        """The session logged in: it no longer counts against its address's pre-login limit."""
 
 
 class ImapHost:
@@ -149,8 +157,22 @@ class ImapHost:
             cache = self._structure_caches[db.name] = StructureCache()
         return cache
 
+    def admit(self, session: Session) -> bool:
+        if not self.guard.admission.enter(session.address, self.settings.max_preauth_per_address):
+            log.warning("IMAP: refused a connection from %s: too many not logged in from %s", session.peer, session.address)
+            return False
+        session.preauth_counted = True
+        return True
+
+    def logged_in(self, session: Session) -> None:
+        if session.preauth_counted:
+            session.preauth_counted = False
+            self.guard.admission.leave(session.address)
+
     def forget(self, session: SessionPeer) -> None:
         self.sessions.discard(session)  # type: ignore[arg-type]
+        if getattr(session, "preauth_counted", False):
+            self.logged_in(session)  # type: ignore[arg-type]
         if session.user is not None:
             n = self.user_connections.get(session.user, 1) - 1
             if n <= 0:

@@ -1,5 +1,5 @@
 """Prometheus figures of the IMAP listener: commands by name and outcome, their time, sessions, and
-what its defences did (the login penalty, sessions ended)."""
+what its defences did (login penalty, refused connections, sessions ended)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ LOGIN_DELAYED = Counter("mailpair_imap_login_delayed_total", "Login attempts mad
 LOGIN_PENALTY_SECONDS = Counter(
     "mailpair_imap_login_penalty_seconds_total", "Seconds login attempts waited (before the check) for the login penalty"
 )
+REFUSED = Counter("mailpair_imap_connections_refused_total", "IMAP connections refused at the greeting", ["reason"])
 CLOSED = Counter(
     "mailpair_imap_sessions_closed_total",
-    "IMAP sessions the server ended for a defence (oversized pre-login literal)",
+    "IMAP sessions the server ended for a defence (pre-login time, slow literal, oversized pre-login literal)",
     ["reason"],
 )
 

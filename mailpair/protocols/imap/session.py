@@ -9,6 +9,12 @@ back during FETCH, STORE and SEARCH, as RFC 9051 7.5.1 requires).
 
 What a session asks of its host and what the host calls back is the interface in host.py
 (SessionHost / SessionPeer).
+
+Time limits (issue 17: idle connections that never log in held slots for ever): before login the
+session has `preauth_timeout` seconds from connecting, whatever it sends meanwhile; once logged
+in, `idle_timeout` between commands. A literal must arrive at `min_data_rate` bytes/s on average
+past `data_rate_grace` seconds (one sent a byte at a time no longer holds the connection for
+ever), and inside a command no single read may wait longer than `command_timeout`.
 """
 
 from __future__ import annotations
@@ -141,6 +147,11 @@ class Session:
         self._out: list[bytes] = []
         self.current = ""  # name of the command being run
         self.address = address_key(self.peer)  # what it counts against per address (guard.py)
+        self.preauth_counted = False  # counted among its address's connections not logged in
+        loop = asyncio.get_running_loop()
+        self._connected = loop.time()
+        self._literal_started: float | None = None  # when the literal being read began to arrive
+        self._literal_bytes = 0
 
     # ------------------------------------------------------------------ output
     def send(self, data: bytes) -> None:
@@ -240,7 +251,7 @@ class Session:
     # ------------------------------------------------------------------ input
     async def _more(self, timeout: float) -> None:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(max(timeout, 0)):
                 if self._read_task is not None:  # a read IDLE left pending
                     task, self._read_task = self._read_task, None
                     data = await task
@@ -250,24 +261,45 @@ class Session:
             raise Closed("time-out") from None
         if not data:
             raise Closed("client closed the connection")
+        self._literal_bytes += len(data)
         self.feed(data)
 
+    def _limit(self, now: float) -> tuple[float, bytes, str]:
+        """How long the next read may wait, and what to say if it times out."""
+        s = self.settings
+        if not self.framer.in_literal:
+            self._literal_started = None
+        elif self._literal_started is None:
+            self._literal_started, self._literal_bytes = now, 0
+        if self.framer.mid_command:
+            limit = (s.command_timeout, b"Autologout; idle for too long", "command time-out")
+            if self._literal_started is not None and s.min_data_rate > 0:
+                # past the grace, the bytes so far must cover min_data_rate for the time so far
+                until = self._literal_started + s.data_rate_grace + self._literal_bytes / s.min_data_rate
+                if until - now < s.command_timeout:
+                    limit = (until - now, b"Autologout; the literal arrives too slowly", "slow literal")
+        elif self.state == "notauth":
+            limit = (self._connected + s.preauth_timeout - now, b"Autologout; log in sooner", "pre-login time-out")
+        else:
+            limit = (s.idle_timeout, b"Autologout; idle for too long", "idle time-out")
+        if self.state == "notauth":
+            left = self._connected + s.preauth_timeout - now
+            if left < limit[0]:
+                limit = (left, b"Autologout; log in sooner", "pre-login time-out")
+        return limit
+
     async def next_event(self) -> framing.Event:
+        loop = asyncio.get_running_loop()
         while True:
             ev = self.framer.next_event()
             if ev is not None:
                 return ev
-            if self.framer.mid_command:
-                timeout = self.settings.command_timeout
-            elif self.state == "notauth":
-                timeout = self.settings.preauth_timeout
-            else:
-                timeout = self.settings.idle_timeout
+            timeout, bye, reason = self._limit(loop.time())
             try:
                 await self._more(timeout)
             except Closed as e:
                 if str(e) == "time-out":
-                    self.send(b"* BYE Autologout; idle for too long\r\n")
+                    self.end(bye, reason)
                 raise
 
     async def read_line(self) -> bytes:
@@ -288,7 +320,12 @@ class Session:
                 self.send(b"* BYE server shutting down\r\n")
                 return
             if self.server.session_count() > self.settings.max_connections:
+                metrics.REFUSED.labels("too many connections").inc()
                 self.send(b"* BYE [UNAVAILABLE] too many connections; try again later\r\n")
+                return
+            if not self.server.admit(self):
+                metrics.REFUSED.labels("too many from the address").inc()
+                self.send(b"* BYE [UNAVAILABLE] too many connections from your address; try again later\r\n")
                 return
             caps = b" ".join(self.capabilities())
             self.send(b"* OK [CAPABILITY " + caps + b"] mailpair IMAP ready\r\n")
@@ -443,6 +480,7 @@ class Session:
         self.db = db
         self.state = "auth"
         self.framer.authenticated = True
+        self.server.logged_in(self)
 
     def enable_condstore(self) -> None:
         """A CONDSTORE-enabling command (RFC 7162 3.1): the first one while a mailbox is selected
