@@ -124,6 +124,7 @@ async def _find_account(s: Session, user: str):
 
 
 async def _authenticate_user(s: Session, user: str, password: str) -> bytes:
+    changes = s.server.credential_changes.get(user, 0)
     db, row = await _find_account(s, user)
     # The login penalty (guard.py) is waited out before the password is checked, whatever the
     # answer will be: a right password found by guessing answers no sooner than a wrong one.
@@ -157,6 +158,10 @@ async def _authenticate_user(s: Session, user: str, password: str) -> bytes:
             raise No("invalid user name or password", b"AUTHENTICATIONFAILED")
     finally:
         attempt.release()
+    if s.server.credential_changes.get(user, 0) != changes:
+        # The password changed (or the account went) while this one was checked: the sessions
+        # it ended would otherwise miss this one.
+        raise No("the account changed during login; try again", b"UNAVAILABLE")
     limit = s.settings.max_connections_per_user
     if s.server.user_connections.get(user, 0) >= limit:
         raise No(f"too many connections for {user} (limit {limit})", b"LIMIT")

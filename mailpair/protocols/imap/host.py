@@ -4,7 +4,8 @@ one implementation of it that needs no socket.
 A session calls its host (`SessionHost`) for what is shared across connections: settings, the
 store, \\Recent claims, structure caches, the login penalty, per-user connection counts,
 and to leave (`forget`). The host calls each session back (`SessionPeer`) when the store changed
-something it may show (`notify`) and when it shuts down (`say_bye`, then `abort`).
+something it may show (`notify`), when the account's credentials changed (`revoke`) and when it
+shuts down (`say_bye`, then `abort`).
 
 `ImapHost` keeps all of that and runs a session over any `Transport` (`serve`); the asyncio
 listener (server.py) is an ImapHost that also accepts TCP connections, and tests run whole
@@ -18,6 +19,8 @@ Rules kept:
   sessions not logged in (`admit`, `logged_in`, `forget`).
 - The login penalty and the per-address counts (guard.py) are shared by every host on the same
   store (the imap and imaps listeners), so switching ports gains an attacker nothing.
+- A change of an account's password or its deletion, committed here or applied by replay from
+  the other node, ends every session of that account with BYE (issue 17).
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ from mailpair.protocols.imap.settings import ImapSettings
 from mailpair.protocols.imap.transport import Transport
 from mailpair.store import Change, NodeStore
 from mailpair.store.authcache import AuthCache
+from mailpair.store.records import RecordType
+
+# Records after which an account's open sessions must end (their credentials are no longer the
+# ones they logged in with), and what the BYE says.
+_ENDS_SESSIONS = {
+    RecordType.ACCOUNT_PASSWD: b"[UNAVAILABLE] the account's password changed; log in again",
+    RecordType.ACCOUNT_DEL: b"[UNAVAILABLE] the account was deleted",
+}
 
 _GUARDS: weakref.WeakKeyDictionary[NodeStore, Guard] = weakref.WeakKeyDictionary()
 
@@ -63,6 +74,9 @@ class SessionPeer(Protocol):
     def say_bye(self, text: bytes) -> None:
         """Write `* BYE text` now and close (the host is shutting down)."""
 
+    def revoke(self, text: bytes) -> None:
+        """The account's credentials changed: `* BYE text`, close, no further command."""
+
     def abort(self) -> None:
         """Drop the connection without waiting for the client."""
 
@@ -77,6 +91,9 @@ class SessionHost(Protocol):
     recent: RecentTracker
     user_connections: dict[str, int]
     auth_cache: AuthCache  # recent successful logins (store/authcache.py)
+    # user -> how many times its credentials changed while this host ran: a login that saw the
+    # count change while it checked a password does not stand
+    credential_changes: dict[str, int]
 
     def session_count(self) -> int: ...
 
@@ -107,6 +124,7 @@ class ImapHost:
         self.recent = RecentTracker()
         self.user_connections: dict[str, int] = {}
         self.auth_cache = AuthCache(settings.auth_cache_ttl)
+        self.credential_changes: dict[str, int] = {}
         self.guard = shared_guard(store, settings)
         self.penalty = self.guard.penalty
         self.closing = False
@@ -195,11 +213,21 @@ class ImapHost:
     def _route(self, changes: list[Change]) -> None:
         boxes: set[int] = set()
         accounts: set[str] = set()
+        ended: dict[str, bytes] = {}
         for c in changes:
+            if c.type in _ENDS_SESSIONS:
+                ended.update(dict.fromkeys(c.accounts, _ENDS_SESSIONS[c.type]))
             if c.mailbox_ids:
                 boxes.update(c.mailbox_ids)
             else:
                 accounts.update(c.accounts)
+        for user in ended:
+            self.auth_cache.forget(user)
+            self.credential_changes[user] = self.credential_changes.get(user, 0) + 1
+        if ended:
+            for s in list(self.sessions):
+                if s.user in ended:
+                    s.revoke(ended[s.user])
         for s in self.sessions:
             sel = s.sel
             if sel is not None and (sel.box_id in boxes or s.user in accounts):

@@ -23,7 +23,8 @@ LOGIN_PENALTY_SECONDS = Counter(
 REFUSED = Counter("mailpair_imap_connections_refused_total", "IMAP connections refused at the greeting", ["reason"])
 CLOSED = Counter(
     "mailpair_imap_sessions_closed_total",
-    "IMAP sessions the server ended for a defence (pre-login time, slow literal, oversized pre-login literal)",
+    "IMAP sessions the server ended for a defence (pre-login time, slow literal, oversized pre-login literal, "
+    "credentials changed)",
     ["reason"],
 )
 

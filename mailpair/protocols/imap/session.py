@@ -148,6 +148,7 @@ class Session:
         self.current = ""  # name of the command being run
         self.address = address_key(self.peer)  # what it counts against per address (guard.py)
         self.preauth_counted = False  # counted among its address's connections not logged in
+        self.revoked = False  # the account's credentials changed: no command runs any more
         loop = asyncio.get_running_loop()
         self._connected = loop.time()
         self._literal_started: float | None = None  # when the literal being read began to arrive
@@ -230,6 +231,17 @@ class Session:
         metrics.CLOSED.labels(reason).inc()
         log.info("IMAP: closing the session of %s from %s: %s", self.user or "(not logged in)", self.peer, reason)
         self.send(b"* BYE " + text + b"\r\n")
+
+    def revoke(self, text: bytes) -> None:
+        """The account's password changed or the account is gone (on the event loop, from the host):
+        `* BYE text` now, wherever the session is, and let no further command run."""
+        if self.revoked:
+            return
+        self.revoked = True
+        self.state = "logout"
+        metrics.CLOSED.labels("credentials changed").inc()
+        log.info("IMAP: ending the session of %s from %s: the account's credentials changed", self.user, self.peer)
+        self.say_bye(text)
 
     async def unless_hangup(self, aw: Awaitable[T]) -> T:
         """Await aw, but end the session (Closed) if the client hangs up first. Bytes that arrive
@@ -440,6 +452,8 @@ class Session:
                 why = "already logged in"
             self.send(tag + b" BAD " + name.encode() + b" not allowed now: " + why.encode() + b"\r\n")
             return
+        if self.revoked:
+            raise Closed("credentials changed")
         self.current = name
         try:
             reply = await fn(self, tag, Args(rest))
