@@ -63,7 +63,7 @@ def start_server(tmp: Path, **settings) -> tuple[Server, threading.Thread]:
     loop = asyncio.new_event_loop()
     t = threading.Thread(target=loop.run_forever, daemon=True)
     t.start()
-    s = ImapSettings(host="127.0.0.1", port=0, login_delay=0.05, **settings)
+    s = ImapSettings(**{"host": "127.0.0.1", "port": 0, "login_delay": 0.05, **settings})
     srv = asyncio.run_coroutine_threadsafe(start_imap(store, s), loop).result(10)
     return Server(store, loop, srv, "127.0.0.1", srv.port, s), t
 
@@ -153,7 +153,7 @@ def make_memory_host(tmp: Path, **settings) -> MemoryHost:
 
     store = NodeStore(tmp / "data").open()
     loop = asyncio.new_event_loop()
-    host = ImapHost(store, ImapSettings(host="127.0.0.1", port=0, login_delay=0.05, **settings))
+    host = ImapHost(store, ImapSettings(**{"host": "127.0.0.1", "port": 0, "login_delay": 0.05, **settings}))
     return MemoryHost(store, host, loop)
 
 

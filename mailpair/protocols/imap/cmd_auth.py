@@ -1,5 +1,9 @@
 """Commands valid in any state, and logging in: CAPABILITY, NOOP, LOGOUT, ID, ENABLE, STARTTLS,
-LOGIN, AUTHENTICATE, NAMESPACE."""
+LOGIN, AUTHENTICATE, NAMESPACE.
+
+Every password check waits out the login penalty first (guard.py: per address and per user
+name, across connections, parallel sessions and successes); a failed one is counted, logged and
+answered after a short extra delay."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import functools
+import logging
 import secrets
 import zlib
 
@@ -14,6 +19,8 @@ from mailpair.protocols.imap import reads
 from mailpair.protocols.imap.args import Args
 from mailpair.protocols.imap.session import ANY, AUTH, NOTAUTH, Answered, Bad, Closed, No, Session, command
 from mailpair.store import hash_password, verify_password
+
+log = logging.getLogger("mailpair.imap")
 
 _ENABLE_KNOWN = {"CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2"}
 
@@ -108,40 +115,59 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_hex(16))
 
 
-async def _authenticate_user(s: Session, user: str, password: str) -> bytes:
-    delay = s.server.login_delay(s.peer)
-    db = None
-    row = None
+async def _find_account(s: Session, user: str):
     for candidate in list(s.server.store.databases.values()):
         row = await candidate.read(reads.account, user)
         if row is not None:
-            db = candidate
-            break
-    ok = False
-    if row is not None and password:
-        # A returning user within the cache's time: a keyed hash instead of scrypt. row[0] is the
-        # account's hash as the database holds it now, so a changed password misses.
-        ok = s.server.auth_cache.check(user, password, row[0])
-        if not ok:
-            ok = await asyncio.to_thread(verify_password, password, row[0])
-            if ok:
-                s.server.auth_cache.remember(user, password, row[0])
+            return candidate, row
+    return None, None
+
+
+async def _authenticate_user(s: Session, user: str, password: str) -> bytes:
+    changes = s.server.credential_changes.get(user, 0)
+    db, row = await _find_account(s, user)
+    # The login penalty (guard.py) is waited out before the password is checked, whatever the
+    # answer will be: a right password found by guessing answers no sooner than a wrong one.
+    penalty = s.server.penalty
+    if penalty.would_wait(s.address, user, row is not None):
+        # A client that hangs up while it waits gets no check at all (and frees its slot).
+        attempt = await s.unless_hangup(penalty.acquire(s.address, user, row is not None))
     else:
-        # Same work for an unknown user, so the reply's timing does not tell which names exist.
-        await asyncio.to_thread(lambda: verify_password(password or "-", _dummy_hash()))
-    if not ok:
-        s.server.login_failed(s.peer)
-        await asyncio.sleep(delay + s.settings.login_delay * 0.5)
-        raise No("invalid user name or password", b"AUTHENTICATIONFAILED")
+        attempt = await penalty.acquire(s.address, user, row is not None)
+    try:
+        if attempt.waited:
+            log.info("IMAP login for %s from %s waited %.1f s (recent failed logins)", user, s.peer, attempt.waited)
+            db, row = await _find_account(s, user)  # the account may have changed meanwhile
+        ok = False
+        if row is not None and password:
+            # A returning user within the cache's time: a keyed hash instead of scrypt. row[0] is
+            # the account's hash as the database holds it now, so a changed password misses.
+            ok = s.server.auth_cache.check(user, password, row[0])
+            if not ok:
+                ok = await asyncio.to_thread(verify_password, password, row[0])
+                if ok:
+                    s.server.auth_cache.remember(user, password, row[0])
+        else:
+            # Same work for an unknown user, so the reply's timing does not tell which names exist.
+            await asyncio.to_thread(lambda: verify_password(password or "-", _dummy_hash()))
+        if not ok:
+            recent = attempt.failed()
+            log.warning("IMAP login failed for %s from %s (%d recent failures)", user, s.peer, recent)
+            # Still held, so parallel attempts on the same keys keep waiting behind this one.
+            await asyncio.sleep(s.settings.login_delay * 0.5)
+            raise No("invalid user name or password", b"AUTHENTICATIONFAILED")
+    finally:
+        attempt.release()
+    if s.server.credential_changes.get(user, 0) != changes:
+        # The password changed (or the account went) while this one was checked: the sessions
+        # it ended would otherwise miss this one.
+        raise No("the account changed during login; try again", b"UNAVAILABLE")
     limit = s.settings.max_connections_per_user
     if s.server.user_connections.get(user, 0) >= limit:
         raise No(f"too many connections for {user} (limit {limit})", b"LIMIT")
-    s.server.login_succeeded(s.peer)
     s.server.user_connections[user] = s.server.user_connections.get(user, 0) + 1
-    s.user = user
-    s.db = db
+    s.logged_in(user, db)
     s.server.watch(db)
-    s.state = "auth"
     return b"OK [CAPABILITY " + b" ".join(s.capabilities()) + b"] logged in"
 
 

@@ -4,11 +4,18 @@ The server feeds whatever it received; `next_event()` says what to do next:
 - `Command(segments)`: a complete command; segments alternate line text and literal bytes
   (line0, lit0, line1, ..., lineN); lines keep their `{n}` marker, without CRLF.
 - `Continue()`: the client waits for "+" before sending a synchronising literal.
-- `Refused(tag, reason, code)`: the command was dropped (too long, literal over the limit); the
-  literal was never read (or, for a non-synchronising one, skipped without being kept).
+- `Refused(tag, reason, code, close)`: the command was dropped (too long, literal over the limit);
+  the literal was never read (or, for a non-synchronising one, skipped without being kept);
+  `close`: the connection must end (a client not logged in sent a literal it may not send).
 - `Line(bytes)`: in raw line mode (AUTHENTICATE answers, IDLE's DONE), one line.
 - `None`: more bytes are needed.
 Nothing here raises on any input.
+
+Before login (`authenticated` False; issue 17: `APPEND INBOX {20000000}` got "+ Ready" and the
+server read 20 MB before saying "log in first"), a literal is accepted only in a command allowed
+then (`preauth_commands`) and up to `preauth_literal` bytes, and it counts towards the command's
+size; anything else is refused before a continuation is sent, and a non-synchronising literal
+(which the client sends without waiting) ends the connection rather than being read.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ class Refused:
     tag: bytes | None
     reason: str
     code: bytes | None = None
+    close: bool = False
 
 
 @dataclass(slots=True)
@@ -53,9 +61,19 @@ def tag_of(line: bytes) -> bytes | None:
 
 
 class Framer:
-    def __init__(self, max_command_bytes: int = 64 * 1024, max_literal_bytes: int = 64 * 1024 * 1024):
+    def __init__(
+        self,
+        max_command_bytes: int = 64 * 1024,
+        max_literal_bytes: int = 64 * 1024 * 1024,
+        preauth_literal_bytes: int | None = None,
+        preauth_commands: frozenset[str] = frozenset(),
+    ):
         self.max_command = max_command_bytes
         self.max_literal = max_literal_bytes
+        # None: no pre-login rules (a framer on its own, as the framing tests use it)
+        self.preauth_literal = preauth_literal_bytes
+        self.preauth_commands = preauth_commands
+        self.authenticated = preauth_literal_bytes is None
         self.buf = bytearray()
         self.line_mode = False  # raw lines (AUTHENTICATE, IDLE)
         self._segments: list[bytes] = []
@@ -71,6 +89,11 @@ class Framer:
     def mid_command(self) -> bool:
         """True while part of a command has arrived (for the command time-out)."""
         return bool(self._segments or self.buf or self._literal_left or self._refusal or self._skip_line)
+
+    @property
+    def in_literal(self) -> bool:
+        """True while a literal's bytes are awaited (for the minimum data rate)."""
+        return self._literal_left > 0
 
     def feed(self, data: bytes) -> None:
         self.buf += data
@@ -146,6 +169,8 @@ class Framer:
             self._reset_command()
             return cmd
         n = int(m.group(2))
+        if not self.authenticated:
+            return self._preauth_literal(line, m, n, tag, first)
         is_append = b" APPEND " in first[:64].upper() + b" "
         limit = self.max_literal if is_append else self.max_command - self._text_bytes
         if n > limit:
@@ -164,6 +189,28 @@ class Framer:
         if not m.group(3):
             return Continue()
         return None
+
+    def _preauth_literal(self, line: bytes, m: re.Match, n: int, tag: bytes | None, first: bytes) -> Event:
+        words = first.split(b" ", 2)
+        name = words[1].decode("ascii", "replace").upper() if len(words) > 1 else ""
+        limit = min(self.preauth_literal or 0, self.max_command - self._text_bytes)
+        if name not in self.preauth_commands:
+            refused = Refused(tag, f"{name[:20] or 'command'} not allowed now: log in first")
+        elif n > limit:
+            refused = Refused(tag, f"literal of {n} bytes is over the limit of {max(limit, 0)} bytes before login")
+        else:
+            self._text_bytes += n
+            self._segments.append(line)
+            self._literal_left = n
+            self._discarding_literal = False
+            if n == 0:
+                self._segments.append(b"")
+            return None if m.group(3) else Continue()
+        self._reset_command()
+        if m.group(3):
+            # A non-synchronising literal is on its way: end the connection instead of reading it.
+            refused.close = True
+        return refused
 
     def _refuse(self, refused: Refused, m: re.Match | None) -> Event:
         self._reset_command()

@@ -2,9 +2,10 @@
 one implementation of it that needs no socket.
 
 A session calls its host (`SessionHost`) for what is shared across connections: settings, the
-store, \\Recent claims, structure caches, failed-login bookkeeping, per-user connection counts,
+store, \\Recent claims, structure caches, the login penalty, per-user connection counts,
 and to leave (`forget`). The host calls each session back (`SessionPeer`) when the store changed
-something it may show (`notify`) and when it shuts down (`say_bye`, then `abort`).
+something it may show (`notify`), when the account's credentials changed (`revoke`) and when it
+shuts down (`say_bye`, then `abort`).
 
 `ImapHost` keeps all of that and runs a session over any `Transport` (`serve`); the asyncio
 listener (server.py) is an ImapHost that also accepts TCP connections, and tests run whole
@@ -14,7 +15,12 @@ Rules kept:
 - Store change notifications arrive on a database's writer thread and are handed to the event
   loop before any session is touched (sessions are single-threaded, on the loop).
 - A session is in `sessions` from the moment `serve` starts until it calls `forget`; user
-  connection counts follow logins and `forget` exactly.
+  connection counts follow logins and `forget` exactly, and so do the per-address counts of
+  sessions not logged in (`admit`, `logged_in`, `forget`).
+- The login penalty and the per-address counts (guard.py) are shared by every host on the same
+  store (the imap and imaps listeners), so switching ports gains an attacker nothing.
+- A change of an account's password or its deletion, committed here or applied by replay from
+  the other node, ends every session of that account with BYE (issue 17).
 """
 
 from __future__ import annotations
@@ -22,17 +28,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
+import weakref
 from typing import Protocol
 
 from mailpair.protocols.imap import metrics
 from mailpair.protocols.imap.fetch import StructureCache
+from mailpair.protocols.imap.guard import Guard, LoginPenalty
 from mailpair.protocols.imap.selected import RecentTracker
 from mailpair.protocols.imap.session import Session
 from mailpair.protocols.imap.settings import ImapSettings
 from mailpair.protocols.imap.transport import Transport
 from mailpair.store import Change, NodeStore
 from mailpair.store.authcache import AuthCache
+from mailpair.store.records import RecordType
+
+# Records after which an account's open sessions must end (their credentials are no longer the
+# ones they logged in with), and what the BYE says.
+_ENDS_SESSIONS = {
+    RecordType.ACCOUNT_PASSWD: b"[UNAVAILABLE] the account's password changed; log in again",
+    RecordType.ACCOUNT_DEL: b"[UNAVAILABLE] the account was deleted",
+}
+
+_GUARDS: weakref.WeakKeyDictionary[NodeStore, Guard] = weakref.WeakKeyDictionary()
+
+
+def shared_guard(store: NodeStore, settings: ImapSettings) -> Guard:
+    """The login penalty and per-address counts of every IMAP host on this store."""
+    guard = _GUARDS.get(store)
+    if guard is None:
+        guard = _GUARDS[store] = Guard(LoginPenalty(settings))
+    return guard
+
 
 log = logging.getLogger("mailpair.imap")
 
@@ -48,6 +74,9 @@ class SessionPeer(Protocol):
     def say_bye(self, text: bytes) -> None:
         """Write `* BYE text` now and close (the host is shutting down)."""
 
+    def revoke(self, text: bytes) -> None:
+        """The account's credentials changed: `* BYE text`, close, no further command."""
+
     def abort(self) -> None:
         """Drop the connection without waiting for the client."""
 
@@ -62,6 +91,9 @@ class SessionHost(Protocol):
     recent: RecentTracker
     user_connections: dict[str, int]
     auth_cache: AuthCache  # recent successful logins (store/authcache.py)
+    # user -> how many times its credentials changed while this host ran: a login that saw the
+    # count change while it checked a password does not stand
+    credential_changes: dict[str, int]
 
     def session_count(self) -> int: ...
 
@@ -71,11 +103,14 @@ class SessionHost(Protocol):
 
     def forget(self, session: SessionPeer) -> None: ...
 
-    def login_delay(self, address: str) -> float: ...
+    penalty: LoginPenalty  # the login penalty (guard.py), waited out before every password check
 
-    def login_failed(self, address: str) -> None: ...
+    def admit(self, session) -> bool:
+        """Whether a new session may go on (its address is under its limit of sessions not
+        logged in); counts it if so."""
 
-    def login_succeeded(self, address: str) -> None: ...
+    def logged_in(self, session) -> None:
+        """The session logged in: it no longer counts against its address's pre-login limit."""
 
 
 class ImapHost:
@@ -88,8 +123,10 @@ class ImapHost:
         self.sessions: set[Session] = set()
         self.recent = RecentTracker()
         self.user_connections: dict[str, int] = {}
-        self.failures: dict[str, tuple[int, float]] = {}  # address -> (count, last time)
         self.auth_cache = AuthCache(settings.auth_cache_ttl)
+        self.credential_changes: dict[str, int] = {}
+        self.guard = shared_guard(store, settings)
+        self.penalty = self.guard.penalty
         self.closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listening: list = []
@@ -138,8 +175,22 @@ class ImapHost:
             cache = self._structure_caches[db.name] = StructureCache()
         return cache
 
+    def admit(self, session: Session) -> bool:
+        if not self.guard.admission.enter(session.address, self.settings.max_preauth_per_address):
+            log.warning("IMAP: refused a connection from %s: too many not logged in from %s", session.peer, session.address)
+            return False
+        session.preauth_counted = True
+        return True
+
+    def logged_in(self, session: Session) -> None:
+        if session.preauth_counted:
+            session.preauth_counted = False
+            self.guard.admission.leave(session.address)
+
     def forget(self, session: SessionPeer) -> None:
         self.sessions.discard(session)  # type: ignore[arg-type]
+        if getattr(session, "preauth_counted", False):
+            self.logged_in(session)  # type: ignore[arg-type]
         if session.user is not None:
             n = self.user_connections.get(session.user, 1) - 1
             if n <= 0:
@@ -162,34 +213,25 @@ class ImapHost:
     def _route(self, changes: list[Change]) -> None:
         boxes: set[int] = set()
         accounts: set[str] = set()
+        ended: dict[str, bytes] = {}
         for c in changes:
+            if c.type in _ENDS_SESSIONS:
+                ended.update(dict.fromkeys(c.accounts, _ENDS_SESSIONS[c.type]))
             if c.mailbox_ids:
                 boxes.update(c.mailbox_ids)
             else:
                 accounts.update(c.accounts)
+        for user in ended:
+            self.auth_cache.forget(user)
+            self.credential_changes[user] = self.credential_changes.get(user, 0) + 1
+        if ended:
+            for s in list(self.sessions):
+                if s.user in ended:
+                    s.revoke(ended[s.user])
         for s in self.sessions:
             sel = s.sel
             if sel is not None and (sel.box_id in boxes or s.user in accounts):
                 s.notify()
-
-    # ------------------------------------------------------------------ failed logins
-    def login_delay(self, address: str) -> float:
-        count, last = self.failures.get(address, (0, 0.0))
-        if time.monotonic() - last > 300:
-            return 0.0
-        return min(count, 5) * self.settings.login_delay
-
-    def login_failed(self, address: str) -> None:
-        count, last = self.failures.get(address, (0, 0.0))
-        if time.monotonic() - last > 300:
-            count = 0
-        self.failures[address] = (count + 1, time.monotonic())
-        if len(self.failures) > 10_000:  # forget the oldest so a scan cannot grow memory
-            for k in sorted(self.failures, key=lambda k: self.failures[k][1])[:5000]:
-                del self.failures[k]
-
-    def login_succeeded(self, address: str) -> None:
-        self.failures.pop(address, None)
 
     # ------------------------------------------------------------------ shutdown
     async def close_sessions(self) -> None:

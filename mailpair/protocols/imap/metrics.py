@@ -1,4 +1,5 @@
-"""Prometheus figures of the IMAP listener: commands by name and outcome, their time, sessions."""
+"""Prometheus figures of the IMAP listener: commands by name and outcome, their time, sessions, and
+what its defences did (login penalty, refused connections, sessions ended)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,19 @@ COMMAND_SECONDS = Histogram(
 )
 SESSIONS = Gauge("mailpair_imap_sessions", "IMAP sessions open now")
 CONNECTIONS = Counter("mailpair_imap_connections_total", "IMAP connections accepted")
+# The defences of guard.py and session.py (issue 17).
+LOGIN_FAILURES = Counter("mailpair_imap_login_failures_total", "LOGIN/AUTHENTICATE attempts refused")
+LOGIN_DELAYED = Counter("mailpair_imap_login_delayed_total", "Login attempts made to wait by the login penalty")
+LOGIN_PENALTY_SECONDS = Counter(
+    "mailpair_imap_login_penalty_seconds_total", "Seconds login attempts waited (before the check) for the login penalty"
+)
+REFUSED = Counter("mailpair_imap_connections_refused_total", "IMAP connections refused at the greeting", ["reason"])
+CLOSED = Counter(
+    "mailpair_imap_sessions_closed_total",
+    "IMAP sessions the server ended for a defence (pre-login time, slow literal, oversized pre-login literal, "
+    "credentials changed)",
+    ["reason"],
+)
 
 _children: dict[tuple[str, bytes], tuple] = {}
 

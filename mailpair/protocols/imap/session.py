@@ -9,6 +9,12 @@ back during FETCH, STORE and SEARCH, as RFC 9051 7.5.1 requires).
 
 What a session asks of its host and what the host calls back is the interface in host.py
 (SessionHost / SessionPeer).
+
+Time limits (issue 17: idle connections that never log in held slots for ever): before login the
+session has `preauth_timeout` seconds from connecting, whatever it sends meanwhile; once logged
+in, `idle_timeout` between commands. A literal must arrive at `min_data_rate` bytes/s on average
+past `data_rate_grace` seconds (one sent a byte at a time no longer holds the connection for
+ever), and inside a command no single read may wait longer than `command_timeout`.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from mailpair.protocols.imap import framing, metrics, mutf7, reads, wire
 from mailpair.protocols.imap.args import Args, Atom, ParseError, tokenize
+from mailpair.protocols.imap.guard import address_key
 from mailpair.protocols.imap.selected import Selected
 from mailpair.store.errors import (
     MailboxExists,
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
     from mailpair.store import Database
 
 log = logging.getLogger("mailpair.imap")
+T = TypeVar("T")
 
 Handler = Callable[["Session", bytes, Args], Awaitable[bytes]]
 HANDLERS: dict[str, tuple[Handler, frozenset[str]]] = {}
@@ -96,6 +104,18 @@ def store_error_reply(e: StoreError) -> tuple[bytes | None, str]:
     return None, str(e)
 
 
+_preauth: tuple[int, frozenset[str]] = (-1, frozenset())
+
+
+def preauth_commands() -> frozenset[str]:
+    """The commands a client may send before logging in (the only ones whose literals are read);
+    worked out again only when a handler was registered since."""
+    global _preauth
+    if _preauth[0] != len(HANDLERS):
+        _preauth = (len(HANDLERS), frozenset(name for name, (_, states) in HANDLERS.items() if "notauth" in states))
+    return _preauth[1]
+
+
 def _clean(text: str) -> bytes:
     return text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")[:400]
 
@@ -105,7 +125,12 @@ class Session:
         self.server = server
         self.settings = server.settings
         self.transport = transport
-        self.framer = framing.Framer(self.settings.max_command_bytes, self.settings.literal_limit())
+        self.framer = framing.Framer(
+            self.settings.max_command_bytes,
+            self.settings.literal_limit(),
+            preauth_literal_bytes=self.settings.preauth_literal_bytes,
+            preauth_commands=preauth_commands(),
+        )
         self.state = "notauth"
         self.user: str | None = None
         self.db: Database | None = None
@@ -121,6 +146,13 @@ class Session:
         self.deflater = None
         self._out: list[bytes] = []
         self.current = ""  # name of the command being run
+        self.address = address_key(self.peer)  # what it counts against per address (guard.py)
+        self.preauth_counted = False  # counted among its address's connections not logged in
+        self.revoked = False  # the account's credentials changed: no command runs any more
+        loop = asyncio.get_running_loop()
+        self._connected = loop.time()
+        self._literal_started: float | None = None  # when the literal being read began to arrive
+        self._literal_bytes = 0
 
     # ------------------------------------------------------------------ output
     def send(self, data: bytes) -> None:
@@ -194,10 +226,44 @@ class Session:
             # mailbox that can exist: NO, not BAD (the command's syntax is fine).
             raise No(str(e), b"CANNOT") from None
 
+    def end(self, text: bytes, reason: str) -> None:
+        """The server ends this session for a defence: BYE, count it, close."""
+        metrics.CLOSED.labels(reason).inc()
+        log.info("IMAP: closing the session of %s from %s: %s", self.user or "(not logged in)", self.peer, reason)
+        self.send(b"* BYE " + text + b"\r\n")
+
+    def revoke(self, text: bytes) -> None:
+        """The account's password changed or the account is gone (on the event loop, from the host):
+        `* BYE text` now, wherever the session is, and let no further command run."""
+        if self.revoked:
+            return
+        self.revoked = True
+        self.state = "logout"
+        metrics.CLOSED.labels("credentials changed").inc()
+        log.info("IMAP: ending the session of %s from %s: the account's credentials changed", self.user, self.peer)
+        self.say_bye(text)
+
+    async def unless_hangup(self, aw: Awaitable[T]) -> T:
+        """Await aw, but end the session (Closed) if the client hangs up first. Bytes that arrive
+        meanwhile stay for the next command (the read is left in _read_task, as IDLE leaves it)."""
+        job = asyncio.ensure_future(aw)
+        if self._read_task is None:
+            self._read_task = asyncio.ensure_future(self.transport.read(65536))
+        watch = self._read_task
+        try:
+            done, _ = await asyncio.wait({job, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if job not in done and (watch.exception() is not None or not watch.result()):
+                raise Closed("client closed the connection")
+            return await job
+        finally:
+            if not job.done():
+                job.cancel()
+                await asyncio.gather(job, return_exceptions=True)
+
     # ------------------------------------------------------------------ input
     async def _more(self, timeout: float) -> None:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(max(timeout, 0)):
                 if self._read_task is not None:  # a read IDLE left pending
                     task, self._read_task = self._read_task, None
                     data = await task
@@ -207,24 +273,45 @@ class Session:
             raise Closed("time-out") from None
         if not data:
             raise Closed("client closed the connection")
+        self._literal_bytes += len(data)
         self.feed(data)
 
+    def _limit(self, now: float) -> tuple[float, bytes, str]:
+        """How long the next read may wait, and what to say if it times out."""
+        s = self.settings
+        if not self.framer.in_literal:
+            self._literal_started = None
+        elif self._literal_started is None:
+            self._literal_started, self._literal_bytes = now, 0
+        if self.framer.mid_command:
+            limit = (s.command_timeout, b"Autologout; idle for too long", "command time-out")
+            if self._literal_started is not None and s.min_data_rate > 0:
+                # past the grace, the bytes so far must cover min_data_rate for the time so far
+                until = self._literal_started + s.data_rate_grace + self._literal_bytes / s.min_data_rate
+                if until - now < s.command_timeout:
+                    limit = (until - now, b"Autologout; the literal arrives too slowly", "slow literal")
+        elif self.state == "notauth":
+            limit = (self._connected + s.preauth_timeout - now, b"Autologout; log in sooner", "pre-login time-out")
+        else:
+            limit = (s.idle_timeout, b"Autologout; idle for too long", "idle time-out")
+        if self.state == "notauth":
+            left = self._connected + s.preauth_timeout - now
+            if left < limit[0]:
+                limit = (left, b"Autologout; log in sooner", "pre-login time-out")
+        return limit
+
     async def next_event(self) -> framing.Event:
+        loop = asyncio.get_running_loop()
         while True:
             ev = self.framer.next_event()
             if ev is not None:
                 return ev
-            if self.framer.mid_command:
-                timeout = self.settings.command_timeout
-            elif self.state == "notauth":
-                timeout = self.settings.preauth_timeout
-            else:
-                timeout = self.settings.idle_timeout
+            timeout, bye, reason = self._limit(loop.time())
             try:
                 await self._more(timeout)
             except Closed as e:
                 if str(e) == "time-out":
-                    self.send(b"* BYE Autologout; idle for too long\r\n")
+                    self.end(bye, reason)
                 raise
 
     async def read_line(self) -> bytes:
@@ -245,7 +332,12 @@ class Session:
                 self.send(b"* BYE server shutting down\r\n")
                 return
             if self.server.session_count() > self.settings.max_connections:
+                metrics.REFUSED.labels("too many connections").inc()
                 self.send(b"* BYE [UNAVAILABLE] too many connections; try again later\r\n")
+                return
+            if not self.server.admit(self):
+                metrics.REFUSED.labels("too many from the address").inc()
+                self.send(b"* BYE [UNAVAILABLE] too many connections from your address; try again later\r\n")
                 return
             caps = b" ".join(self.capabilities())
             self.send(b"* OK [CAPABILITY " + caps + b"] mailpair IMAP ready\r\n")
@@ -260,6 +352,9 @@ class Session:
                         self.send(tag + b" NO [TOOBIG] " + _clean(ev.reason) + b"\r\n")
                     else:
                         self.send(tag + b" BAD " + _clean(ev.reason) + b"\r\n")
+                    if ev.close:
+                        self.end(b"literal refused before login", "literal before login")
+                        raise Closed("literal refused before login")
                 elif isinstance(ev, framing.Command):
                     await self.execute(ev.segments)
                 elif isinstance(ev, framing.Line):  # pragma: no cover - line mode is scoped
@@ -357,6 +452,8 @@ class Session:
                 why = "already logged in"
             self.send(tag + b" BAD " + name.encode() + b" not allowed now: " + why.encode() + b"\r\n")
             return
+        if self.revoked:
+            raise Closed("credentials changed")
         self.current = name
         try:
             reply = await fn(self, tag, Args(rest))
@@ -390,6 +487,14 @@ class Session:
         metrics.observe(name, reply, elapsed)
         self.send(tag + b" " + reply + (b" (%.3f secs)" % elapsed if reply.startswith(b"OK") else b"") + b"\r\n")
         self.current = ""
+
+    def logged_in(self, user: str, db: Database) -> None:
+        """LOGIN/AUTHENTICATE succeeded: authenticated state and its limits from here on."""
+        self.user = user
+        self.db = db
+        self.state = "auth"
+        self.framer.authenticated = True
+        self.server.logged_in(self)
 
     def enable_condstore(self) -> None:
         """A CONDSTORE-enabling command (RFC 7162 3.1): the first one while a mailbox is selected
