@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mailpair.store import names
 from mailpair.store.accounts import has_account
@@ -82,10 +84,16 @@ class NodeStore:
 
     async def find_database(self, user: str) -> Database | None:
         """The database that holds user's account, or None; reads on each database's reader."""
+        return (await self.find_account(user))[0]
+
+    async def find_account(self, user: str, read: Callable[..., Any] = has_account) -> tuple[Database | None, Any]:
+        """The database that holds user's account and what `read(conn, user)` found there (a
+        login reads the account's row), or (None, None); reads on each database's reader."""
         for db in list(self.databases.values()):
-            if await db.read(has_account, user):
-                return db
-        return None
+            found = await db.read(read, user)
+            if found:
+                return db, found
+        return None, None
 
     def default_database(self) -> Database:
         if DEFAULT_DATABASE in self.databases:

@@ -116,11 +116,7 @@ def _dummy_hash() -> str:
 
 
 async def _find_account(s: Session, user: str):
-    for candidate in list(s.server.store.databases.values()):
-        row = await candidate.read(reads.account, user)
-        if row is not None:
-            return candidate, row
-    return None, None
+    return await s.server.store.find_account(user, reads.account)
 
 
 async def _authenticate_user(s: Session, user: str, password: str) -> bytes:
