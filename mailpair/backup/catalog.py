@@ -14,7 +14,6 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import time
 import uuid
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from mailpair.backup.logfiles import read_records
 from mailpair.backup.manifest import STATE_FILE, Kind, Manifest, check_fields
-from mailpair.backup.target import CHUNK, BackupTarget, TargetError
+from mailpair.backup.target import BackupTarget, TargetError, hash_file
 from mailpair.store.log import LogError
 from mailpair.store.schema import get_meta
 
@@ -120,15 +119,10 @@ def check_file(target: BackupTarget, m: Manifest, entry: dict) -> Path | None:
         path = target.local_file(m.raw["database"], m.id, name)
     except TargetError as e:
         raise ValueError(str(e)) from None
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    if size != entry["size"]:
-        raise ValueError(f"backup {m.id}: file {path} has {size} bytes, the manifest says {entry['size']}")
-    if h.hexdigest() != entry["sha256"]:
+    stored = hash_file(path)
+    if stored.size != entry["size"]:
+        raise ValueError(f"backup {m.id}: file {path} has {stored.size} bytes, the manifest says {entry['size']}")
+    if stored.sha256 != entry["sha256"]:
         raise ValueError(f"backup {m.id}: file {path} fails its SHA-256 check (damaged)")
     return path
 

@@ -106,7 +106,8 @@ class BackupTarget(ABC):
         """Remove pending backups older than this (interrupted ones); returns their ids."""
 
 
-def _hash_file(path: Path) -> StoredFile:
+def hash_file(path: Path) -> StoredFile:
+    """Name, size and SHA-256 of a file, read in CHUNKs (a snapshot may be gigabytes)."""
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
@@ -118,7 +119,7 @@ def _hash_file(path: Path) -> StoredFile:
 
 def file_digest(path: Path) -> tuple[int, str]:
     """(size, SHA-256 hex) of a local file."""
-    s = _hash_file(Path(path))
+    s = hash_file(Path(path))
     return s.size, s.sha256
 
 
@@ -145,7 +146,7 @@ class _PendingDirectory(PendingBackup):
         dest = self._path(name)
         os.replace(path, dest)  # the scratch directory is on the same file system
         fsync_file(dest)
-        stored = _hash_file(dest)
+        stored = hash_file(dest)
         return StoredFile(name, stored.size, stored.sha256)
 
     def put_stream(self, name: str, chunks: Iterable[bytes]) -> StoredFile:
