@@ -181,14 +181,16 @@ class Framer:
             return self._refuse(refused, m)
         if not is_append:
             self._text_bytes += n
+        return self._take_literal(line, m, n)
+
+    def _take_literal(self, line: bytes, m: re.Match, n: int) -> Event | None:
+        """Read the literal this line announces; a synchronizing one first gets its continuation."""
         self._segments.append(line)
         self._literal_left = n
         self._discarding_literal = False
         if n == 0:
             self._segments.append(b"")
-        if not m.group(3):
-            return Continue()
-        return None
+        return None if m.group(3) else Continue()
 
     def _preauth_literal(self, line: bytes, m: re.Match, n: int, tag: bytes | None, first: bytes) -> Event:
         words = first.split(b" ", 2)
@@ -200,12 +202,7 @@ class Framer:
             refused = Refused(tag, f"literal of {n} bytes is over the limit of {max(limit, 0)} bytes before login")
         else:
             self._text_bytes += n
-            self._segments.append(line)
-            self._literal_left = n
-            self._discarding_literal = False
-            if n == 0:
-                self._segments.append(b"")
-            return None if m.group(3) else Continue()
+            return self._take_literal(line, m, n)
         self._reset_command()
         if m.group(3):
             # A non-synchronising literal is on its way: end the connection instead of reading it.
