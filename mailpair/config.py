@@ -54,6 +54,9 @@ class NodeConfig:
     # Overrides of the LMTP/SMTP listeners' limits and timeouts (DeliverySettings' names), e.g.
     # {"max_connections_per_address": 100, "idle_timeout": 60}; unknown names are refused at start.
     delivery: dict[str, Any] = field(default_factory=dict)
+    # The same for the IMAP listeners (ImapSettings' names), e.g. {"login_delay_max": 30}; in
+    # node.json as "imap_settings" ("imap" is the listener's address).
+    imap_settings: dict[str, Any] = field(default_factory=dict)
     # Replication runs over mutual TLS with certificates of the pair's own authority (made by
     # `pair up` in DATA/tls, or these files an operator supplies). "plain" only on request, for a
     # trusted link; status then says "transport": "plain" for the copy.

@@ -45,12 +45,31 @@ DELIVERY_TUNABLE = (
 )  # fmt: skip
 
 
-def delivery_overrides(config: NodeConfig) -> dict[str, Any]:
-    """node.json's "delivery" object, checked: unknown names are refused with the known ones."""
-    unknown = sorted(set(config.delivery) - set(DELIVERY_TUNABLE))
+# What node.json's "imap_settings" object may set, by the same rule.
+IMAP_TUNABLE = (
+    "allow_plaintext_login", "idle_timeout", "preauth_timeout", "command_timeout", "max_literal_bytes",
+    "max_command_bytes", "max_connections_per_user", "max_connections", "login_delay", "login_delay_max",
+    "login_penalty_window", "login_penalty_entries", "max_preauth_per_address", "preauth_literal_bytes",
+    "min_data_rate", "data_rate_grace", "auth_cache_ttl", "fetch_batch",
+)  # fmt: skip
+
+
+def _overrides(kind: str, given: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+    """One of node.json's override objects, checked: unknown names are refused with the known ones."""
+    unknown = sorted(set(given) - set(known))
     if unknown:
-        raise ValueError(f"unknown delivery setting(s) {', '.join(unknown)} (known: {', '.join(DELIVERY_TUNABLE)})")
-    return dict(config.delivery)
+        raise ValueError(f"unknown {kind} setting(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    return dict(given)
+
+
+def delivery_overrides(config: NodeConfig) -> dict[str, Any]:
+    """node.json's "delivery" object, checked."""
+    return _overrides("delivery", config.delivery, DELIVERY_TUNABLE)
+
+
+def imap_overrides(config: NodeConfig) -> dict[str, Any]:
+    """node.json's "imap_settings" object, checked."""
+    return _overrides("imap", config.imap_settings, IMAP_TUNABLE)
 
 
 def available_listeners(config: NodeConfig) -> list[tuple[str, Callable, Any]]:
@@ -62,16 +81,17 @@ def available_listeners(config: NodeConfig) -> list[tuple[str, Callable, Any]]:
 
     cert, key = node_certificate(config)
     tuned = delivery_overrides(config)
+    imap_tuned = imap_overrides(config)
     for name in ("extra_domains", "detail_into_special_use"):
         if name in tuned:
             tuned[name] = tuple(tuned[name])
     listeners: list[tuple[str, Callable, type, Any, dict[str, Any]]] = [
         ("lmtp", start_lmtp, DeliverySettings, config.lmtp, {"unix_socket": config.lmtp_socket, **tuned}),
         ("smtp", start_smtp, DeliverySettings, config.smtp, tuned),
-        ("imap", start_imap, ImapSettings, config.imap, {}),
+        ("imap", start_imap, ImapSettings, config.imap, imap_tuned),
     ]
     if config.imaps is not None and cert:
-        listeners.append(("imaps", start_imap, ImapSettings, config.imaps, {"implicit_tls": True}))
+        listeners.append(("imaps", start_imap, ImapSettings, config.imaps, {"implicit_tls": True, **imap_tuned}))
     out = []
     for name, starter, scls, listen, extra in listeners:
         settings = _settings(
