@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-log = logging.getLogger("mailpair.node")
+logger = logging.getLogger("mailpair.node")
 
 PRIVATE_UMASK = 0o077
 _OTHERS = stat.S_IRWXG | stat.S_IRWXO
@@ -50,7 +50,7 @@ def tighten(root: Path) -> int:
         except FileNotFoundError:
             continue
         changed += 1
-        log.warning(
+        logger.warning(
             "data directory: %s was mode %04o, now %04o (only the node's account may read it)", path, mode, mode & ~_OTHERS
         )
     return changed

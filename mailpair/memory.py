@@ -14,7 +14,7 @@ import ctypes
 import ctypes.util
 import logging
 
-log = logging.getLogger("mailpair.node")
+logger = logging.getLogger("mailpair.node")
 
 M_MMAP_THRESHOLD = -3
 LARGE = 1024 * 1024  # buffers from this size on are mapped on their own and unmapped when freed
@@ -29,5 +29,5 @@ def return_large_buffers(threshold: int = LARGE) -> bool:
         libc = ctypes.CDLL(name)
         return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
     except (OSError, AttributeError):  # not glibc: its allocator has its own policy
-        log.debug("mallopt is not available; large buffers follow the allocator's own policy")
+        logger.debug("mallopt is not available; large buffers follow the allocator's own policy")
         return False

@@ -15,21 +15,18 @@ import os
 import signal
 import smtplib
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 from mailpair import mailmix
+from tests.helpers.pair import mailpair as run_cli
 
 LIMIT = 25 * 1024 * 1024  # pair up's default max_message_bytes
 
 
-def mailpair(*args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "mailpair", *args], capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"mailpair {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
+def mailpair(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run_cli(*args, timeout=180, check=check)  # a 25 MiB message makes some steps slower
 
 
 def _message_id(raw: bytes) -> str:

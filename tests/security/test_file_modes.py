@@ -7,16 +7,9 @@ import json
 import os
 import smtplib
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
-
-def mailpair(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "mailpair", *args], capture_output=True, text=True, timeout=180)
-    if check and r.returncode != 0:
-        raise AssertionError(f"mailpair {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
+from tests.helpers.pair import mailpair
 
 
 def _readable_by_others(root: Path) -> list[str]:
