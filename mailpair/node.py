@@ -52,7 +52,7 @@ class Node:
         logger.info("%s: %s", kind, message)
 
     def db_config(self) -> DatabaseConfig:
-        return DatabaseConfig(segment_size=self.config.segment_size, max_message_bytes=self.config.max_message_bytes)
+        return DatabaseConfig(segment_size=self.config.segment_size)
 
     async def start(self) -> None:
         writable = self.role == "active"

@@ -44,7 +44,6 @@ from mailpair.store.continuity import StaleEpoch as StaleEpoch  # where callers 
 from mailpair.store.continuity import check_next
 from mailpair.store.errors import NotActive, StoreError, StoreUnavailable, TooLarge
 from mailpair.store.log import DEFAULT_SEGMENT_SIZE, LogCorruption, LogError, LogFull, Record, TransactionLog, record_capacity
-from mailpair.store.prepare import DEFAULT_MAX_MESSAGE
 from mailpair.store.records import RecordType, pack, unpack
 from mailpair.store.schema import connect, get_meta, set_meta
 
@@ -75,7 +74,6 @@ RECORD_SLACK = 1024  # what a deliver or append record carries beside the messag
 class DatabaseConfig:
     segment_size: int = DEFAULT_SEGMENT_SIZE
     max_log_bytes: int | None = None
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE
     fsync: bool = True
     checkpoint_every: int = CHECKPOINT_EVERY
     replay_batch: int = 2000  # records per replay transaction (crash recovery, the passive's replay)

@@ -38,7 +38,7 @@ def _stored(db) -> dict[bytes, bytes]:
 
 
 def test_boundary_sizes_are_stored_whole_and_survive_reopen_and_rebuild(tmp_path):
-    store = open_store(tmp_path, segment_size=SEGMENT, max_message_bytes=LIMIT)
+    store = open_store(tmp_path, segment_size=SEGMENT)
     db = store.default_database()
     db.commit("account_add", name="alice", hash=FAST_HASH, quota=0)
     sizes = [s for s in mailmix.boundary_sizes(LIMIT) if s <= LIMIT] + mailmix.sizes(40, seed=5, max_bytes=LIMIT)
@@ -54,7 +54,7 @@ def test_boundary_sizes_are_stored_whole_and_survive_reopen_and_rebuild(tmp_path
     before = digest_node(tmp_path)
     assert len(db.log.segments()) > 2  # the records crossed segment boundaries
     store.close()
-    store = open_store(tmp_path, segment_size=SEGMENT, max_message_bytes=LIMIT)  # the open scan reads every record
+    store = open_store(tmp_path, segment_size=SEGMENT)  # the open scan reads every record
     assert _stored(store.default_database()) == sent
     store.close()
     db_dir = next(p for p in (tmp_path / "databases").iterdir() if (p / "id").exists())
@@ -63,14 +63,14 @@ def test_boundary_sizes_are_stored_whole_and_survive_reopen_and_rebuild(tmp_path
 
 
 def test_over_the_limit_or_past_a_segment_is_refused_alone(tmp_path):
-    store = open_store(tmp_path, segment_size=SEGMENT, max_message_bytes=LIMIT)
+    store = open_store(tmp_path, segment_size=SEGMENT)
     db = store.default_database()
     db.commit("account_add", name="alice", hash=FAST_HASH, quota=0)
     with pytest.raises(TooLarge, match="over the limit"):
         prepare_message(mailmix.message(LIMIT + 1, seed=1), LIMIT)  # where delivery and APPEND check it
     store.close()
     # a store whose segments cannot hold its own limit (only a hand-made config can say so)
-    store = open_store(tmp_path / "small", segment_size=1024 * 1024, max_message_bytes=LIMIT)
+    store = open_store(tmp_path / "small", segment_size=1024 * 1024)
     db = store.default_database()
     db.commit("account_add", name="alice", hash=FAST_HASH, quota=0)
     big, small = mailmix.message(2 * 1024 * 1024, seed=2), mailmix.message(5000, seed=3)
