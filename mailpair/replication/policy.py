@@ -60,7 +60,8 @@ def copy_status(
         return PHASE_STATUS[phase], reason
     if copy_queue is not None and copy_queue <= healthy_queue:
         return "Healthy", None
-    return "Resynchronizing", f"catching up from the active's log files ({copy_queue} records behind)"
+    behind = f"catching up from the active's log files ({copy_queue} records behind)"
+    return "Resynchronizing", f"{behind}; last failure: {reason}" if reason else behind
 
 
 def active_view_status(streams: int, passive_says: str | None) -> str:

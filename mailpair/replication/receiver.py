@@ -287,7 +287,9 @@ class CopyWorker:
             if not isinstance(ok.get("epoch"), int) or ok["epoch"] < epoch:
                 raise CopyFailed(f"the active {active} is in epoch {ok.get('epoch')}, older than this copy's epoch {epoch}")
             self.head = ok.get("head")
-            self.phase, self.reason = Phase.CONNECTED, None
+            # The last failure's reason stays until the copy stores again: a copy that reconnects
+            # and fails the same way again (a full disk) keeps saying why while it catches up.
+            self.phase = Phase.CONNECTED
             log.info("copy of %s: streaming from %s at LSN %d", self.name, active, db.log.last_lsn + 1)
             while True:
                 msgs = [await frames.get()]
@@ -348,6 +350,7 @@ class CopyWorker:
                 self.replayer.added(rec.lsn, rec.timestamp_us / 1e6, size)
             if records:
                 self.last_stored_time = records[-1][0].timestamp_us / 1e6
+                self.reason = None
         await conn.send({"t": "ack", "lsn": self.db.log.last_lsn, "info": self.status()}, HANDSHAKE_TIMEOUT)
         if error is not None:
             raise error

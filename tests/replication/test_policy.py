@@ -130,3 +130,21 @@ def test_the_largest_record_goes_alone_after_a_full_batch():
     batches = _batch([4 * 1024 * 1024 - 1, big, 10])
     assert batches == [[4 * 1024 * 1024 - 1, big], [10]]  # a batch just under 4 MiB takes it: still a frame
     assert sum(batches[0]) <= codec.MAX_BATCH_BYTES
+
+
+def test_a_copy_catching_up_after_a_failure_still_says_why():
+    from mailpair.replication.policy import Phase, copy_status
+
+    status, reason = copy_status(
+        phase=Phase.CONNECTED,
+        reason="LogFull: no space left",
+        suspended=False,
+        replay_error=None,
+        copy_queue=5000,
+        healthy_queue=1000,
+    )
+    assert status == "Resynchronizing" and "5000 records behind" in reason and "no space left" in reason
+    status, reason = copy_status(
+        phase=Phase.CONNECTED, reason=None, suspended=False, replay_error=None, copy_queue=5000, healthy_queue=1000
+    )
+    assert status == "Resynchronizing" and "last failure" not in reason
